@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    the main job (trains or loads the model, writes figures to build/)
+#   make test   the whole test suite
+# Each creates .venv from requirements.txt first when it is missing or out of date.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast setup clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install --quiet -r requirements.txt -e . 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import course, tensorflow, nbgrader" 
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m course run
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,59 @@
+"""Seeing inside a CNN: the course's helper package.
+
+Data flows one way: ``load_mnist`` -> ``load_or_train_model`` -> ``extract_feature_maps``
+-> ``normalize_maps`` -> ``plot_feature_maps`` / ``activation_stats``. Nothing in it uses pyplot's global state
+or calls ``plt.show()``: figures are returned, so they work headless and in notebooks.
+"""
+
+import os
+
+# TensorFlow's C++ start-up lines are noise for students (and nbgrader zeroes a test cell that
+# writes to stderr); keep warnings and errors. Set before TensorFlow is first imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from course.activations import (  # noqa: E402
+    activation_model,
+    conv_layer_names,
+    extract_feature_maps,
+    feature_map_layer_names,
+    find_layer,
+    layer_output_shapes,
+)
+from course.analysis import activation_stats, dead_filters, filter_weights, top_channels  # noqa: E402
+from course.data import load_mnist  # noqa: E402
+from course.errors import CourseError, DatasetError, InputShapeError, LayerError  # noqa: E402
+from course.model import Recipe, build_model, load_or_train_model, read_metadata, train_model  # noqa: E402
+from course.normalize import normalize_maps, to_uint8  # noqa: E402
+from course.plotting import compare_layers, montage, plot_feature_maps, plot_filters  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CourseError",
+    "DatasetError",
+    "InputShapeError",
+    "LayerError",
+    "Recipe",
+    "__version__",
+    "activation_model",
+    "activation_stats",
+    "build_model",
+    "compare_layers",
+    "conv_layer_names",
+    "dead_filters",
+    "extract_feature_maps",
+    "feature_map_layer_names",
+    "filter_weights",
+    "find_layer",
+    "layer_output_shapes",
+    "load_mnist",
+    "load_or_train_model",
+    "montage",
+    "normalize_maps",
+    "plot_feature_maps",
+    "plot_filters",
+    "read_metadata",
+    "to_uint8",
+    "top_channels",
+    "train_model",
+]
