@@ -1,0 +1,77 @@
+"""Shared fixtures: the tiny model factories live here, and only here."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import course  # noqa: E402
+
+
+def tiny_sequential(with_input: bool = True, name: str = "tiny") -> keras.Sequential:
+    """A small untrained CNN for (12, 12, 1) images: conv(4) -> pool -> conv(6) -> dense(3)."""
+    layers = keras.layers
+    first = [keras.Input((12, 12, 1))] if with_input else []
+    conv_kwargs = {} if with_input else {"input_shape": (12, 12, 1)}
+    keras.utils.set_random_seed(1)
+    return keras.Sequential(
+        first
+        + [
+            layers.Conv2D(4, 3, activation="relu", name="c1", **conv_kwargs),
+            layers.MaxPooling2D(2, name="p1"),
+            layers.Conv2D(6, 3, activation="relu", name="c2"),
+            layers.Flatten(name="flat"),
+            layers.Dense(3, name="out"),
+        ],
+        name=name,
+    )
+
+
+def tiny_functional() -> keras.Model:
+    """The same layers as :func:`tiny_sequential`, with a skip branch, as a functional model."""
+    layers = keras.layers
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((12, 12, 1), name="img")
+    a = layers.Conv2D(4, 3, activation="relu", padding="same", name="fa")(inputs)
+    b = layers.Conv2D(4, 3, activation="relu", padding="same", name="fb")(a)
+    merged = layers.Add(name="add")([a, b])
+    out = layers.Dense(3, name="fout")(layers.Flatten(name="fflat")(merged))
+    return keras.Model(inputs, out, name="tiny_functional")
+
+
+def tiny_nested() -> keras.Model:
+    """A functional model whose body is a Sequential sub-model (a common transfer pattern)."""
+    body = tiny_sequential(with_input=False, name="body")
+    inputs = keras.Input((12, 12, 1), name="outer_in")
+    scaled = keras.layers.Rescaling(1.0, name="pre")(inputs)
+    out = keras.layers.Dense(2, name="head")(body(scaled))
+    return keras.Model(inputs, out, name="outer")
+
+
+@pytest.fixture
+def tiny_model():
+    return tiny_sequential()
+
+
+@pytest.fixture
+def tiny_images():
+    rng = np.random.default_rng(0)
+    return rng.random((5, 12, 12, 1), dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The real MNIST (from datasets/, COURSE_DATA_DIR or keras' cache)."""
+    return course.load_mnist()
+
+
+@pytest.fixture(scope="session")
+def trained_model():
+    """The course's trained model: loaded from models/ or trained once (about a minute)."""
+    return course.load_or_train_model()
