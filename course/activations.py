@@ -147,7 +147,7 @@ def _check_layer_names(requested: list[str], shapes: dict[str, tuple]) -> None:
     conv = [name for name, shape in shapes.items() if len(shape) == 4]
     for name in requested:
         if name not in shapes:
-            close = difflib.get_close_matches(name, list(shapes), n=1)
+            close = difflib.get_close_matches(name, list(shapes), n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise LayerError(
                 f"the model has no layer named '{name}'; {hint}layers with feature maps: {conv}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -20,17 +21,19 @@ def tiny_sequential(with_input: bool = True, name: str = "tiny") -> keras.Sequen
     first = [keras.Input((12, 12, 1))] if with_input else []
     conv_kwargs = {} if with_input else {"input_shape": (12, 12, 1)}
     keras.utils.set_random_seed(1)
-    return keras.Sequential(
-        first
-        + [
-            layers.Conv2D(4, 3, activation="relu", name="c1", **conv_kwargs),
-            layers.MaxPooling2D(2, name="p1"),
-            layers.Conv2D(6, 3, activation="relu", name="c2"),
-            layers.Flatten(name="flat"),
-            layers.Dense(3, name="out"),
-        ],
-        name=name,
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Do not pass an `input_shape`", UserWarning)
+        return keras.Sequential(
+            first
+            + [
+                layers.Conv2D(4, 3, activation="relu", name="c1", **conv_kwargs),
+                layers.MaxPooling2D(2, name="p1"),
+                layers.Conv2D(6, 3, activation="relu", name="c2"),
+                layers.Flatten(name="flat"),
+                layers.Dense(3, name="out"),
+            ],
+            name=name,
+        )
 
 
 def tiny_functional() -> keras.Model:

@@ -1,0 +1,128 @@
+"""course.data: finding, checking and downloading MNIST (with a real loopback HTTP server)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from course import _paths, data
+from course.errors import DatasetError
+
+REAL_FILE = _paths.PROJECT_ROOT / "datasets" / "mnist.npz"
+
+
+@pytest.fixture
+def no_local_copy(tmp_path, monkeypatch):
+    """Hide every local copy: empty project folder, data folder and keras home."""
+    monkeypatch.setattr(_paths, "PROJECT_ROOT", tmp_path / "project")
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    return tmp_path
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve ``tmp_path/served`` on 127.0.0.1 at a free port; yields (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def write_npz(path: Path, **overrides) -> Path:
+    """An npz in keras' layout with zero arrays of the right shapes, overridden as given."""
+    arrays = {key: np.zeros(shape, np.uint8) for key, (shape, _) in data.EXPECTED.items()}
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def test_loads_real_mnist_scaled_with_channel_axis(mnist):
+    (x_train, y_train), (x_test, y_test) = mnist
+    assert x_train.shape == (60000, 28, 28, 1) and x_test.shape == (10000, 28, 28, 1)
+    assert x_train.dtype == np.float32 and 0.0 == x_train.min() and x_train.max() == 1.0
+    assert y_train.shape == (60000,) and np.issubdtype(y_train.dtype, np.integer)
+    assert list(y_test[:5]) == [7, 2, 1, 0, 4]
+    assert np.bincount(y_train).tolist()[:3] == [5923, 6742, 5958]
+
+
+def test_explicit_folder_and_data_dir_are_used(tmp_path, monkeypatch):
+    shutil.copy(REAL_FILE, tmp_path / "mnist.npz")
+    assert data.locate(tmp_path) == tmp_path / "mnist.npz"
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    assert data.locate() == tmp_path / "mnist.npz"
+
+
+def test_explicit_missing_path_names_it(tmp_path):
+    with pytest.raises(DatasetError, match="no MNIST file at .*nowhere.npz"):
+        data.load_mnist(tmp_path / "nowhere.npz")
+
+
+def test_truncated_file_is_reported_with_the_fix(tmp_path):
+    truncated = tmp_path / "mnist.npz"
+    truncated.write_bytes(REAL_FILE.read_bytes()[:100_000])
+    with pytest.raises(DatasetError) as error:
+        data.load_mnist(truncated)
+    message = str(error.value)
+    assert str(truncated) in message and "truncated" in message and "Delete it" in message
+
+
+def test_wrong_content_is_refused(tmp_path):
+    with pytest.raises(DatasetError, match="x_train.*not MNIST's content"):
+        data.load_mnist(write_npz(tmp_path / "zeros.npz"))
+
+
+def test_wrong_shape_is_refused(tmp_path):
+    small = write_npz(tmp_path / "small.npz", x_train=np.zeros((100, 28, 28), np.uint8))
+    with pytest.raises(DatasetError, match=r"'x_train' is uint8 of shape \(100, 28, 28\), expected"):
+        data.load_mnist(small)
+
+
+def test_missing_arrays_are_named(tmp_path):
+    partial = write_npz(tmp_path / "partial.npz", y_test=None)
+    with pytest.raises(DatasetError, match=r"missing \['y_test'\]"):
+        data.load_mnist(partial)
+
+
+def test_offline_and_missing_says_where_it_looked(no_local_copy, monkeypatch):
+    monkeypatch.setenv("COURSE_MNIST_URL", "http://127.0.0.1:9/mnist.npz")  # discard port: refused
+    with pytest.raises(DatasetError) as error:
+        data.load_mnist()
+    message = str(error.value)
+    assert "downloading it from http://127.0.0.1:9/mnist.npz failed" in message
+    assert "copy mnist.npz into" in message
+
+
+def test_download_from_loopback_server(no_local_copy, http_server, monkeypatch):
+    folder, url = http_server
+    shutil.copy(REAL_FILE, folder / "mnist.npz")
+    monkeypatch.setenv("COURSE_MNIST_URL", f"{url}/mnist.npz")
+    (x_train, _), _ = data.load_mnist()
+    assert x_train.shape == (60000, 28, 28, 1)
+    cached = no_local_copy / "keras_home" / "datasets" / "mnist.npz"
+    assert cached.is_file()
+    assert data.locate() == cached  # the next load finds keras' cache, no download
+
+
+def test_corrupt_download_is_refused_and_kept_aside(no_local_copy, http_server, monkeypatch):
+    folder, url = http_server
+    write_npz(folder / "mnist.npz")
+    monkeypatch.setenv("COURSE_MNIST_URL", f"{url}/mnist.npz")
+    with pytest.raises(DatasetError, match="is not MNIST; it was kept as mnist.npz.corrupt"):
+        data.load_mnist()
+    cache = no_local_copy / "keras_home" / "datasets"
+    assert (cache / "mnist.npz.corrupt").is_file() and not (cache / "mnist.npz").exists()
