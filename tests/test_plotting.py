@@ -1,0 +1,123 @@
+"""course.plotting: figures checked by content (image data, labels, colorbars), headless."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+import course
+from course.plotting import montage
+
+
+def images_in(ax):
+    return ax.get_images()
+
+
+def tile_labels(ax):
+    return [text.get_text() for text in ax.texts]
+
+
+@pytest.fixture
+def maps():
+    return np.random.default_rng(2).random((26, 26, 32), dtype=np.float32) * 5
+
+
+def test_montage_places_channel_k_in_row_major_order():
+    maps = np.stack([np.full((2, 3), k, np.float32) for k in range(5)], axis=-1)
+    grid = montage(maps, ncols=2, pad=1)
+    assert grid.shape == (3 * 3 - 1, 2 * 4 - 1)
+    assert grid[0, 0] == 0 and grid[0, 4] == 1 and grid[3, 0] == 2 and grid[6, 0] == 4
+    assert np.isnan(grid[2, 0]) and np.isnan(grid[0, 3])  # the gaps
+    assert np.isnan(grid[6, 4])  # the unused sixth tile
+
+
+def test_feature_maps_are_one_montage_image_with_labels(maps):
+    fig = course.plot_feature_maps(maps, ncols=8)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1  # per-map scale: no colorbar
+    ax = fig.axes[0]
+    [image] = images_in(ax)
+    expected = montage(course.normalize_maps(maps, "per_map"), 8)
+    np.testing.assert_allclose(image.get_array().filled(np.nan), expected, equal_nan=True)
+    assert tile_labels(ax) == [str(k) for k in range(32)]
+    assert "32 feature maps of 26x26" in ax.get_title() and "per map" in ax.get_title()
+
+
+@pytest.mark.parametrize("mode", [None, "per_layer", "global"])
+def test_colorbar_only_for_a_shared_scale(maps, mode):
+    fig = course.plot_feature_maps(maps, normalize=mode)
+    assert len(fig.axes) == 2  # the montage and its colorbar
+    [image] = images_in(fig.axes[0])
+    low, high = image.get_clim()
+    if mode is None:
+        assert (low, high) == pytest.approx((maps.min(), maps.max()))
+    else:
+        assert (low, high) == (0.0, 1.0)
+
+
+def test_robust_has_no_colorbar(maps):
+    assert len(course.plot_feature_maps(maps, normalize="robust").axes) == 1
+
+
+@pytest.mark.parametrize("channels", [1, 3, 512])
+def test_any_number_of_channels(channels):
+    maps = np.random.default_rng(0).random((14, 14, channels), dtype=np.float32)
+    fig = course.plot_feature_maps(maps)
+    ax = fig.axes[0]
+    assert len(images_in(ax)) == 1 and len(tile_labels(ax)) == channels
+    assert images_in(ax)[0].get_array().shape[1] == min(8, channels) * 15 - 1
+
+
+def test_draws_into_given_axes_and_accepts_a_batch_of_one(maps):
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert course.plot_feature_maps(maps[np.newaxis], ax=ax) is fig
+    assert len(images_in(ax)) == 1
+
+
+def test_refuses_a_batch_and_dense_outputs(maps):
+    with pytest.raises(ValueError, match=r"got \(2, 26, 26, 32\): pick one image first"):
+        course.plot_feature_maps(np.stack([maps, maps]))
+    with pytest.raises(ValueError, match="a Dense or Flatten output is not a feature map"):
+        course.plot_feature_maps(np.zeros((1, 64)))
+
+
+def test_filters_use_a_diverging_scale_centred_on_zero(tiny_model):
+    fig = course.plot_filters(tiny_model, "c1")
+    ax, colorbar_ax = fig.axes
+    [image] = images_in(ax)
+    low, high = image.get_clim()
+    kernels = course.filter_weights(tiny_model, "c1")[:, :, 0, :]
+    assert low == -high == pytest.approx(-np.abs(kernels).max())
+    assert image.get_cmap().name.startswith("RdBu_r")
+    np.testing.assert_allclose(image.get_array().filled(np.nan), montage(kernels, 8), equal_nan=True)
+    assert tile_labels(ax) == ["0", "1", "2", "3"]
+
+
+def test_filters_of_a_layer_with_many_inputs(tiny_model):
+    kernels = course.filter_weights(tiny_model, "c2")
+    mean = course.plot_filters(tiny_model, "c2")
+    np.testing.assert_allclose(
+        images_in(mean.axes[0])[0].get_array().filled(np.nan), montage(kernels.mean(axis=2), 8), equal_nan=True
+    )
+    assert "mean over 4 input channels" in mean.axes[0].get_title()
+    one = course.plot_filters(tiny_model, "c2", in_channel=2)
+    assert "input channel 2" in one.axes[0].get_title()
+    with pytest.raises(ValueError, match="in_channel must be in 0..3 for layer 'c2', got 7"):
+        course.plot_filters(tiny_model, "c2", in_channel=7)
+
+
+def test_compare_layers_shows_the_image_and_both_layers(tiny_model, tiny_images):
+    fig = course.compare_layers(tiny_model, tiny_images[0])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "input 12x12"
+    assert any("'c1': 4 maps of 10x10" in t for t in titles)
+    assert any("'c2': 6 maps of 3x3" in t for t in titles)
+    np.testing.assert_allclose(images_in(fig.axes[0])[0].get_array(), tiny_images[0, ..., 0])
+
+
+def test_figures_save_headless(maps, tmp_path):
+    assert matplotlib.get_backend().lower() == "agg"
+    course.plot_feature_maps(maps).savefig(tmp_path / "maps.png")
+    assert (tmp_path / "maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
