@@ -222,11 +222,21 @@ class CheckerProcess:
         self.log = open(log or os.devnull, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "grader.checker"], env=env, cwd=workdir,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
-        self.request({"source": str(source)}, timeout=600)
+        self._send({"source": str(source)})
+        self.loading = True  # its set-up runs while the first sandbox does
 
-    def request(self, message: dict, timeout: float) -> dict:
+    def _send(self, message: dict) -> None:
         self.proc.stdin.write((json.dumps(message) + "\n").encode())
         self.proc.stdin.flush()
+
+    def request(self, message: dict, timeout: float) -> dict:
+        if self.loading:
+            self.loading = False
+            self._reply(600)
+        self._send(message)
+        return self._reply(timeout)
+
+    def _reply(self, timeout: float) -> dict:
         result = {}
 
         def read():

@@ -1,0 +1,129 @@
+"""``python -m grader``: release, collect, autograde (parallel, sharded), merge, feedback,
+export for instructors; ``check`` for self-study learners. See grader/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from grader.engine import Limits, Task, grade_many, submission_hash
+from grader.instructor import (
+    Course,
+    DEFAULT_REGEXP,
+    collect,
+    default_course,
+    export,
+    feedback,
+    in_shard,
+    is_current,
+    merge,
+    parse_shard,
+    result_path,
+    submissions,
+)
+
+
+def _autograde(course: Course, args) -> int:
+    shard = parse_shard(args.shard) if args.shard else None
+    results = Path(args.results_dir) if args.results_dir else course.results
+    limits = Limits(cell_timeout=args.cell_timeout, submission_timeout=args.timeout, memory_mb=args.memory_mb)
+    tasks, skipped, cache = [], 0, {}
+    for name, student, notebook in submissions(course, args.assignment or None, args.student):
+        if not in_shard(name, student, shard):
+            continue
+        if name not in cache:
+            cache[name] = course.assignment(name)
+        assignment = cache[name]
+        out = result_path(results, name, student)
+        if not args.force and is_current(out, submission_hash(notebook, assignment)):
+            skipped += 1
+            continue
+        files = tuple(f for f in notebook.parent.iterdir() if f.is_file() and f.suffix != ".ipynb")
+        tasks.append(Task(assignment, notebook, student, out, files))
+    where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
+    print(f"{len(tasks)} submission(s) to grade{where}, {skipped} unchanged since the last run (use --force to regrade)")
+    done = grade_many(tasks, jobs=args.jobs, limits=limits, zygote=not args.no_zygote,
+                      progress=not args.quiet, log_dir=course.root / "grading")
+    broken = [r for r in done if r.get("problems")]
+    for r in broken:
+        print(f"  {r['student']}/{r['assignment']}: {r['score']:g}/{r['max_score']:g}; " + "; ".join(r["problems"])[:300])
+    if shard is None and not args.no_merge and results == course.results:
+        print(f"merged {merge(course)} result(s) into {course.gradebook}")
+    elif shard is not None:
+        print(f"results in {results}; combine the shards with: python -m grader merge {results}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        from grader.selfcheck import main as check_main
+
+        return check_main(argv[1:])
+    default = default_course()
+    parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__)
+    parser.add_argument("--course-dir", type=Path, default=default.root,
+                        help=f"where submitted/, autograded/, feedback/, grading/ and gradebook.db live (default {default.root})")
+    parser.add_argument("--source", type=Path, default=default.source, help=f"instructor sources (default {default.source})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("release", help="regenerate the student notebooks (notebooks/) from the sources")
+    p.add_argument("--dest", type=Path, help="default: notebooks/")
+
+    p = sub.add_parser("collect", help="copy a zip or folder of submissions into submitted/ and register the students")
+    p.add_argument("path", type=Path)
+    p.add_argument("--assignment", help="the assignment of flat, LMS-style files (default: from the file name)")
+    p.add_argument("--regexp", default=DEFAULT_REGEXP, help=f"nbgrader zip_collect named_regexp for flat files (default {DEFAULT_REGEXP!r})")
+
+    p = sub.add_parser("autograde", help="grade submissions, N at a time, each in a sandbox")
+    p.add_argument("assignment", nargs="*", help="assignments to grade (default: all)")
+    p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="submissions at a time (default: cores)")
+    p.add_argument("--shard", help="grade only slice i of n (1-based), e.g. 3/8, for array jobs; then run merge")
+    p.add_argument("--force", action="store_true", help="regrade submissions that did not change")
+    p.add_argument("--student", help="grade one student only")
+    p.add_argument("--results-dir", help="where result files go (default grading/results; shards may use their own)")
+    p.add_argument("--no-merge", action="store_true", help="do not update the gradebook at the end")
+    p.add_argument("--no-zygote", action="store_true", help="start every sandbox as a new Python (slower)")
+    p.add_argument("--cell-timeout", type=float, default=Limits.cell_timeout, help="seconds per cell (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=Limits.submission_timeout, help="seconds per submission (default %(default)s)")
+    p.add_argument("--memory-mb", type=int, default=Limits.memory_mb, help="resident memory per sandbox (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("merge", help="combine result files (e.g. from shards) into the gradebook and autograded/")
+    p.add_argument("dirs", nargs="*", type=Path, help="extra results folders to copy in first")
+
+    p = sub.add_parser("feedback", help="write feedback/<student>/<assignment>/*.html from autograded/")
+    p.add_argument("assignment", nargs="*")
+
+    p = sub.add_parser("export", help="write a CSV: one row per student and assignment")
+    p.add_argument("--out", type=Path, default=Path("grades.csv"), help="default: grades.csv")
+
+    sub.add_parser("check", help="self-study: check one notebook (python -m grader check NOTEBOOK --help)")
+
+    args = parser.parse_args(argv)
+    course = Course(root=args.course_dir.resolve(), source=args.source.resolve())
+    if args.command == "release":
+        from grader.release import NOTEBOOKS, release
+
+        for path in release(course.source, args.dest or NOTEBOOKS):
+            print(path)
+    elif args.command == "collect":
+        found = collect(course, args.path, args.assignment, args.regexp)
+        print(f"collected {len(found)} submission(s) from {len({s for s, _ in found})} student(s) into {course.submitted}")
+    elif args.command == "autograde":
+        return _autograde(course, args)
+    elif args.command == "merge":
+        print(f"merged {merge(course, args.dirs)} result(s) into {course.gradebook}")
+    elif args.command == "feedback":
+        written = feedback(course, args.assignment or None)
+        print(f"wrote {len(written)} feedback file(s) under {course.root / 'feedback'}")
+    elif args.command == "export":
+        count = export(course, args.out)
+        print(f"wrote {count} row(s) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""The instructor's side: collect submissions, plan the grading, merge results into nbgrader's
+gradebook, write autograded notebooks and feedback, export a CSV.
+
+Layout of a course directory (nbgrader's, all of it gitignored student data)::
+
+    submitted/<student>/<assignment>/<assignment>.ipynb   what students handed in
+    grading/results/<assignment>/<student>.json           one result per submission (autograde)
+    autograded/<student>/<assignment>/<assignment>.ipynb  the graded copy (formgrader, feedback)
+    feedback/<student>/<assignment>/<assignment>.html     what the student gets back
+    gradebook.db                                          nbgrader's gradebook (written by one process)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.notebook import Assignment, NotebookError, read_json_notebook, read_source
+
+_STUDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
+_HIDDEN = re.compile(r"\n?[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*", re.S)
+DEFAULT_REGEXP = r"(?P<student_id>[^_/]+)_(?P<file_id>\d\d_\w+\.ipynb)$"
+
+
+@dataclass
+class Course:
+    """Where the course's sources and grading data live."""
+
+    root: Path
+    source: Path
+
+    @property
+    def submitted(self) -> Path:
+        return self.root / "submitted"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "grading" / "results"
+
+    @property
+    def gradebook(self) -> Path:
+        return self.root / "gradebook.db"
+
+    def assignments(self) -> list[str]:
+        from grader.release import assignments
+
+        return assignments(self.source)
+
+    def assignment(self, name: str) -> Assignment:
+        path = self.source / name / f"{name}.ipynb"
+        if not path.is_file():
+            known = ", ".join(self.assignments()) or "none"
+            raise SystemExit(f"no source notebook {path} for assignment '{name}'; known assignments: {known}")
+        return read_source(path)
+
+
+# ------------------------------------------------------------------------------ collect
+def _safe_extract(archive: Path, dest: Path, max_bytes: int = 2 * 2**30) -> None:
+    """Unzip without letting member names escape ``dest`` or the total size explode."""
+    with zipfile.ZipFile(archive) as z:
+        total = 0
+        for info in z.infolist():
+            target = (dest / info.filename).resolve()
+            if not target.is_relative_to(dest.resolve()) or info.is_dir():
+                continue
+            total += info.file_size
+            if total > max_bytes:
+                raise SystemExit(f"{archive} unpacks to more than {max_bytes // 2**30} GB; refusing")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+
+
+def collect(course: Course, path: Path, assignment: str | None = None, regexp: str = DEFAULT_REGEXP) -> list[tuple[str, str]]:
+    """Copy submissions into ``submitted/<student>/<assignment>/`` and register the students.
+
+    ``path`` is a zip or a folder, either laid out as ``<student>/<assignment>/*.ipynb`` (or
+    ``submitted/<student>/<assignment>/``) or flat, LMS-style, named as nbgrader's zip_collect
+    expects: ``regexp`` (nbgrader's ``FileNameCollectorPlugin.named_regexp``) gives
+    ``student_id`` and ``file_id`` from each file name.
+
+    Returns:
+        ``(student, assignment)`` pairs collected.
+    """
+    from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
+
+    path = Path(path)
+    tmp = None
+    if path.is_file() and zipfile.is_zipfile(path):
+        tmp = Path(tempfile.mkdtemp(prefix="collect-"))
+        _safe_extract(path, tmp)
+        path = tmp
+    if not path.is_dir():
+        raise SystemExit(f"{path} is neither a folder nor a zip file of submissions")
+    if (path / "submitted").is_dir():
+        path = path / "submitted"
+    known = set(course.assignments())
+    found = []
+    for nb in sorted(path.rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in nb.parts:
+            continue
+        rel = nb.relative_to(path).parts
+        if len(rel) == 3 and rel[1] in known:
+            student, name, source_dir = rel[0], rel[1], nb.parent
+        else:
+            plugin = FileNameCollectorPlugin(named_regexp=regexp)
+            info = plugin.collect(nb.name)
+            if not info:
+                print(f"skipped {nb.relative_to(path)}: its name does not match {regexp!r}")
+                continue
+            student, stem = info["student_id"], Path(info["file_id"]).stem
+            name = assignment or (stem if stem in known else None)
+            source_dir = None
+            if name is None:
+                print(f"skipped {nb.name}: '{stem}' is not an assignment ({', '.join(sorted(known))}); use --assignment")
+                continue
+        if not _STUDENT.fullmatch(student):
+            print(f"skipped {nb}: student id {student!r} has characters other than letters, digits, . _ @ -")
+            continue
+        dest = course.submitted / student / name
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(nb, dest / f"{name}.ipynb")
+        if source_dir is not None:  # files handed in beside the notebook
+            for extra in source_dir.iterdir():
+                if extra.is_file() and extra.suffix != ".ipynb":
+                    shutil.copy2(extra, dest / extra.name)
+        found.append((student, name))
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+    with _gradebook(course) as gb:
+        for student in sorted({s for s, _ in found}):
+            gb.update_or_create_student(student)
+    return found
+
+
+# ------------------------------------------------------------------------------ planning
+def submissions(course: Course, names: list[str] | None = None, student: str | None = None) -> list[tuple[str, str, Path]]:
+    """``(assignment, student, notebook)`` for every submitted notebook, sorted."""
+    out = []
+    for name in names or course.assignments():
+        for folder in sorted(course.submitted.glob(f"*/{name}")):
+            if student and folder.parent.name != student:
+                continue
+            out.append((name, folder.parent.name, folder / f"{name}.ipynb"))
+    return out
+
+
+def in_shard(assignment: str, student: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a submission belongs to shard ``(i, n)`` (1-based): by a stable hash, so a
+    submission stays in its shard when others are added."""
+    if shard is None:
+        return True
+    i, n = shard
+    digest = hashlib.sha256(f"{assignment}/{student}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n == i - 1
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)/(\d+)", text or "")
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise SystemExit(f"--shard must be i/n with 1 <= i <= n (e.g. 3/8), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def result_path(results: Path, assignment: str, student: str) -> Path:
+    return results / assignment / f"{student}.json"
+
+
+def is_current(path: Path, digest: str) -> bool:
+    """Whether a stored result was made from the same submission, source and grader."""
+    try:
+        return json.loads(path.read_text())["hash"] == digest
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+# ------------------------------------------------------------------------------ merge
+class _gradebook:  # noqa: N801  (used as a context manager)
+    def __init__(self, course: Course):
+        self.url = f"sqlite:///{course.gradebook}"
+
+    def __enter__(self):
+        from nbgrader.api import Gradebook
+
+        self.gb = Gradebook(self.url)
+        return self.gb
+
+    def __exit__(self, *exc):
+        self.gb.close()
+
+
+def _register(gb, assignment: Assignment) -> None:
+    name, nb = assignment.name, assignment.notebook
+    gb.update_or_create_assignment(name)
+    gb.update_or_create_notebook(nb, name)
+    for cell in assignment.cells:
+        if cell.kind == "test":
+            gb.update_or_create_grade_cell(cell.grade_id, nb, name, max_score=cell.points, cell_type="code")
+        elif cell.kind == "manual":
+            gb.update_or_create_grade_cell(cell.grade_id, nb, name, max_score=cell.points, cell_type=cell.cell_type)
+            gb.update_or_create_solution_cell(cell.grade_id, nb, name)
+        elif cell.kind == "solution" and cell.grade_id:
+            gb.update_or_create_solution_cell(cell.grade_id, nb, name)
+
+
+def load_results(dirs: list[Path]) -> list[dict]:
+    """Every result file under ``dirs`` (``<assignment>/<student>.json``); broken files skipped."""
+    results = []
+    for d in dirs:
+        for path in sorted(Path(d).glob("*/*.json")):
+            try:
+                results.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                print(f"skipped {path}: {exc}")
+    return results
+
+
+def merge(course: Course, dirs: list[Path] | None = None) -> int:
+    """Put results into the gradebook and write the autograded notebooks (one writer: this process).
+
+    ``dirs`` are extra results folders (e.g. copied back from shards); their files are first
+    copied into the course's ``grading/results``.
+
+    Returns:
+        How many results were merged.
+    """
+    for d in dirs or []:
+        for path in Path(d).glob("*/*.json"):
+            dest = course.results / path.parent.name / path.name
+            if path.resolve() != dest.resolve():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest)
+    results = load_results([course.results])
+    assignments = {}
+    with _gradebook(course) as gb:
+        for result in results:
+            name, student = result["assignment"], result["student"]
+            if name not in assignments:
+                assignments[name] = course.assignment(name)
+                _register(gb, assignments[name])
+            assignment = assignments[name]
+            gb.update_or_create_student(student)
+            gb.update_or_create_submission(name, student)
+            for gid, test in result.get("tests", {}).items():
+                grade = gb.find_grade(gid, assignment.notebook, name, student)
+                grade.auto_score = float(test["points"])
+            gb.db.commit()
+            write_autograded(course, assignment, result)
+    return len(results)
+
+
+def write_autograded(course: Course, assignment: Assignment, result: dict) -> Path:
+    """The graded copy of a submission: the source's cells (hidden tests removed) with the
+    student's exercise cells and answers, and each test cell's verdict as its output."""
+    import nbformat
+
+    student, name = result["student"], assignment.name
+    submitted = course.submitted / student / name / f"{name}.ipynb"
+    try:
+        cells = read_json_notebook(submitted)["cells"]
+    except NotebookError:
+        cells = []
+    by_id = {}
+    for cell in cells:
+        meta = (cell.get("metadata") or {}).get("nbgrader") or {}
+        if isinstance(meta, dict) and meta.get("grade_id"):
+            by_id.setdefault(str(meta["grade_id"]), cell)
+    source_nb = read_json_notebook(assignment.path)
+    out = nbformat.v4.new_notebook(metadata=source_nb.get("metadata", {}))
+    problems = result.get("problems") or []
+    summary = f"**Autograded: {result.get('score', 0):g} / {result.get('max_score', 0):g} points**"
+    if problems:
+        summary += "\n\nProblems found in this submission:\n" + "\n".join(f"- {p}" for p in problems)
+    out.cells.append(nbformat.v4.new_markdown_cell(summary))
+    tests = result.get("tests", {})
+    for cell in source_nb["cells"]:
+        meta = (cell.get("metadata") or {}).get("nbgrader") or {}
+        src = "".join(cell["source"]) if isinstance(cell.get("source"), list) else cell.get("source", "")
+        gid = str(meta.get("grade_id", ""))
+        if meta.get("solution"):
+            mine = by_id.get(gid)
+            text = "".join(mine["source"]) if mine and isinstance(mine.get("source"), list) else (mine or {}).get("source", "")
+            src = text if isinstance(text, str) and mine else "# (no cell with this grade id in the submission)"
+        elif meta.get("grade") and gid in tests:
+            src = _HIDDEN.sub("", src)
+        if cell.get("cell_type") == "code":
+            new = nbformat.v4.new_code_cell(src, metadata=cell.get("metadata", {}))
+            test = tests.get(gid) if meta.get("grade") and not meta.get("solution") else None
+            if test is not None:
+                if test["passed"]:
+                    new.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"passed: {test['points']:g} / {test['max_points']:g} points\n")]
+                else:
+                    new.outputs = [nbformat.v4.new_output("error", ename="Failed", evalue=test["message"], traceback=[f"Failed: {test['message']}"])]
+        else:
+            new = nbformat.v4.new_markdown_cell(src, metadata=cell.get("metadata", {}))
+        out.cells.append(new)
+    path = course.root / "autograded" / student / name / f"{name}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(out, path)
+    return path
+
+
+# ------------------------------------------------------------------------------ feedback, export
+def _manual_scores(course: Course) -> dict:
+    """(assignment, student) -> {grade id: manual score} from the gradebook (formgrader's work)."""
+    scores = {}
+    if not course.gradebook.exists():
+        return scores
+    with _gradebook(course) as gb:
+        for assignment in gb.assignments:
+            for sub in gb.assignment_submissions(assignment.name):
+                for nb in sub.notebooks:
+                    for grade in nb.grades:
+                        if grade.manual_score is not None:
+                            scores.setdefault((assignment.name, sub.student.id), {})[grade.name] = grade.manual_score
+    return scores
+
+
+def feedback(course: Course, names: list[str] | None = None) -> list[Path]:
+    """HTML feedback per submission from its autograded notebook (run ``merge`` first)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter, written = HTMLExporter(), []
+    for path in sorted((course.root / "autograded").glob("*/*/*.ipynb")):
+        student, name = path.parts[-3], path.parts[-2]
+        if names and name not in names:
+            continue
+        body, _ = exporter.from_notebook_node(nbformat.read(path, as_version=4))
+        out = course.root / "feedback" / student / name / f"{name}.html"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(body, encoding="utf-8")
+        written.append(out)
+    return written
+
+
+def export(course: Course, out: Path) -> int:
+    """CSV, one row per student and assignment: total, per-exercise scores and a reason column.
+
+    Manual scores entered in nbgrader's formgrader are included; hand-graded cells without a
+    score are left blank and counted in ``needs_manual_grading``.
+    """
+    results = load_results([course.results])
+    manual = _manual_scores(course)
+    columns = []
+    for r in results:
+        for gid in [*r.get("tests", {}), *r.get("manual", {})]:
+            if gid not in columns:
+                columns.append(gid)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "assignment", "score", "max_score", "needs_manual_grading", *columns, "reason"])
+        for r in sorted(results, key=lambda r: (r["student"], r["assignment"])):
+            scores = {gid: t["points"] for gid, t in r.get("tests", {}).items()}
+            given = manual.get((r["assignment"], r["student"]), {})
+            pending = [gid for gid in r.get("manual", {}) if gid not in given]
+            scores.update(given)
+            total = sum(scores.values())
+            maximum = r.get("max_score", 0) + r.get("manual_max_score", 0)
+            reason = "; ".join(r.get("problems") or [])
+            writer.writerow([r["student"], r["assignment"], f"{total:g}", f"{maximum:g}", len(pending),
+                             *[f"{scores[c]:g}" if c in scores else "" for c in columns], reason])
+    return len(results)
+
+
+def ensure_dirs(course: Course) -> None:
+    for d in (course.submitted, course.results):
+        d.mkdir(parents=True, exist_ok=True)
+
+
+def default_course() -> Course:
+    from grader.engine import ROOT
+
+    return Course(root=Path(os.environ.get("GRADER_COURSE_DIR") or ROOT), source=ROOT / "solutions")
