@@ -26,6 +26,32 @@ from course.model import Recipe, build_model, load_or_train_model, read_metadata
 from course.normalize import normalize_maps, to_uint8  # noqa: E402
 from course.plotting import compare_layers, montage, plot_feature_maps, plot_filters  # noqa: E402
 
+# Beyond feature maps (notebook 6): saliency, Grad-CAM, activation maximization, class-level
+# analysis, and maps across training epochs.
+from course.analysis import (  # noqa: E402
+    mean_activation_by_class,
+    misclassified,
+    project_maps,
+    top_activating_images,
+)
+from course.callbacks import FeatureMapLogger, plot_maps_across_epochs  # noqa: E402
+from course.explain import (  # noqa: E402
+    grad_cam,
+    last_conv_layer,
+    load_mobilenet_v2,
+    maximize_activation,
+    mobilenet_input,
+    plot_class_activation,
+    plot_examples,
+    plot_misclassified,
+    plot_overlay,
+    plot_preferred_images,
+    plot_projection,
+    sample_photo,
+    saliency_map,
+    score_model,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -56,4 +82,25 @@ __all__ = [
     "to_uint8",
     "top_channels",
     "train_model",
+    # beyond feature maps
+    "FeatureMapLogger",
+    "grad_cam",
+    "last_conv_layer",
+    "load_mobilenet_v2",
+    "maximize_activation",
+    "mean_activation_by_class",
+    "misclassified",
+    "mobilenet_input",
+    "plot_class_activation",
+    "plot_examples",
+    "plot_maps_across_epochs",
+    "plot_misclassified",
+    "plot_overlay",
+    "plot_preferred_images",
+    "plot_projection",
+    "project_maps",
+    "sample_photo",
+    "saliency_map",
+    "score_model",
+    "top_activating_images",
 ]

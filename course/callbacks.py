@@ -1,0 +1,190 @@
+"""Watch feature maps and filters change while the model trains.
+
+:class:`FeatureMapLogger` is a Keras callback: at the start of training (the random
+initialisation, step 0) and after every epoch (step = epoch number, from 1) it
+
+* keeps a snapshot of the chosen layers' feature maps for a few fixed images and of their
+  filters, in memory (``logger.snapshots``), for :func:`plot_maps_across_epochs`;
+* optionally writes the same pictures with ``tf.summary.image`` to a TensorBoard log
+  directory: tags ``feature_maps/<layer>`` (one montage per logged image) and
+  ``filters/<layer>`` (one montage of the kernels). ``tensorboard --logdir <dir>`` shows
+  them with a step slider.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from course.activations import conv_layer_names, extract_feature_maps
+from course.analysis import filter_weights
+from course.normalize import normalize_maps
+from course.plotting import GAP_COLOR, montage
+
+
+def _kernels(weights: np.ndarray) -> np.ndarray:
+    """Kernels (kh, kw, in, out) as one (kh, kw, out) map per filter (the mean over inputs)."""
+    return weights.mean(axis=2)
+
+
+def _as_summary_image(grid: np.ndarray) -> np.ndarray:
+    """A montage (with NaN gaps) as a (H, W, 1) float image in [0, 1]; gaps are drawn black."""
+    return np.nan_to_num(grid, nan=0.0)[..., np.newaxis].astype(np.float32)
+
+
+class FeatureMapLogger(keras.callbacks.Callback):
+    """Snapshot (and log to TensorBoard) chosen layers' feature maps and filters every epoch.
+
+    Args:
+        images: A few fixed images (N, H, W, C), or one image (H, W, C), whose maps are kept.
+        layers: Layer names; default every conv layer of the model being trained.
+        log_dir: A TensorBoard log directory, or None to keep the snapshots only.
+        ncols: Maps per row in the logged montages.
+
+    Attributes:
+        snapshots: A list with one dict per logged step, in order: ``{"epoch": e, "maps":
+            {layer: (N, H, W, C)}, "filters": {layer: (kh, kw, out)}}``. Epoch 0 is the
+            initialisation; epoch e >= 1 is after the e-th epoch. Filters are the kernels'
+            mean over input channels (only for layers that have a 4-D kernel).
+    """
+
+    def __init__(self, images, layers=None, log_dir: str | os.PathLike | None = None, ncols: int = 8):
+        super().__init__()
+        batch = np.asarray(images, dtype=np.float32)
+        self.images = batch[np.newaxis] if batch.ndim == 3 else batch
+        self.layers = [layers] if isinstance(layers, str) else layers
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.ncols = ncols
+        self.snapshots: list[dict] = []
+        self._writer = None
+        self._epochs_done = 0
+
+    def _layer_names(self) -> list[str]:
+        if self.layers is None:
+            self.layers = conv_layer_names(self.model)
+        return list(self.layers)
+
+    def _snapshot(self, epoch: int) -> None:
+        names = self._layer_names()
+        maps = extract_feature_maps(self.model, self.images, names)
+        filters = {}
+        for name in names:
+            try:
+                filters[name] = _kernels(filter_weights(self.model, name))
+            except ValueError:  # a layer without a kernel (pooling): maps only
+                continue
+        snapshot = {"epoch": epoch, "maps": maps, "filters": filters}
+        self.snapshots.append(snapshot)
+        if self.log_dir is not None:
+            self._write(snapshot)
+
+    def _write(self, snapshot: dict) -> None:
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        step = snapshot["epoch"]
+        with self._writer.as_default(step=step):
+            for name, maps in snapshot["maps"].items():
+                scaled = normalize_maps(maps, "per_map")
+                pictures = np.stack([_as_summary_image(montage(one, self.ncols)) for one in scaled])
+                tf.summary.image(
+                    f"feature_maps/{name}", pictures, max_outputs=len(pictures),
+                    description=f"'{name}' maps of {len(pictures)} fixed images, each map scaled on its own",
+                )
+            for name, kernels in snapshot["filters"].items():
+                limit = float(np.abs(kernels).max()) or 1.0
+                centred = 0.5 + 0.5 * kernels / limit  # 0.5 (grey) is a zero weight
+                tf.summary.image(
+                    f"filters/{name}", _as_summary_image(montage(centred, self.ncols))[np.newaxis],
+                    description=f"'{name}' kernels (mean over input channels); grey is 0, white positive",
+                )
+        self._writer.flush()
+
+    def on_train_begin(self, logs=None):
+        if not self.snapshots:  # a second fit() continues the same record
+            self._snapshot(0)
+        self._epochs_done = self.snapshots[-1]["epoch"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs_done += 1
+        self._snapshot(self._epochs_done)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def plot_maps_across_epochs(
+    snapshots,
+    layer: str,
+    kind: str = "maps",
+    image_index: int = 0,
+    channels=None,
+) -> Figure:
+    """The same feature maps (or filters) at initialisation and after every epoch, one row each.
+
+    Args:
+        snapshots: ``FeatureMapLogger.snapshots``, or the logger itself.
+        layer: One of the logged layers.
+        kind: ``"maps"`` (each map scaled on its own, to compare patterns) or ``"filters"``
+            (one symmetric scale over all epochs, so you see the weights grow).
+        image_index: Which logged image's maps to show.
+        channels: Channel indices to show; default the first 8.
+
+    Returns:
+        A Figure with one row per snapshot and one column per channel.
+
+    Raises:
+        ValueError: No snapshots, an unknown layer or kind, or an image index out of range.
+    """
+    snapshots = getattr(snapshots, "snapshots", snapshots)
+    if not snapshots:
+        raise ValueError("no snapshots yet: train with the FeatureMapLogger callback first.")
+    if kind not in ("maps", "filters"):
+        raise ValueError(f"kind must be 'maps' or 'filters', got {kind!r}.")
+    available = list(snapshots[0][kind])
+    if layer not in available:
+        raise ValueError(f"layer '{layer}' has no logged {kind}; logged layers: {available}.")
+    if kind == "maps":
+        count = len(snapshots[0]["maps"][layer])
+        if not 0 <= image_index < count:
+            raise ValueError(f"image_index must be in 0..{count - 1}, got {image_index}.")
+        rows = [normalize_maps(s["maps"][layer][image_index], "per_map") for s in snapshots]
+        cmap, gap, vmin, vmax = "gray", GAP_COLOR, 0.0, 1.0
+    else:
+        rows = [s["filters"][layer] for s in snapshots]
+        limit = max(float(np.abs(r).max()) for r in rows) or 1.0
+        cmap, gap, vmin, vmax = "RdBu_r", "black", -limit, limit
+    total = rows[0].shape[-1]
+    channels = list(range(min(8, total))) if channels is None else list(channels)
+    if not channels or min(channels) < 0 or max(channels) >= total:
+        raise ValueError(f"channels must be in 0..{total - 1}, got {channels}.")
+    height, width = rows[0].shape[:2]
+    fig = Figure(
+        figsize=(1.1 * len(channels) + 1.6, 1.1 * len(rows) * height / width + 0.8),
+        layout="constrained",
+    )
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    colormap = matplotlib.colormaps[cmap].with_extremes(bad=gap)
+    for ax, snapshot, row in zip(axes, snapshots, rows):
+        shown = ax.imshow(
+            montage(row[..., channels], ncols=len(channels)), cmap=colormap, vmin=vmin, vmax=vmax,
+            interpolation="nearest",
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        label = "init" if snapshot["epoch"] == 0 else f"epoch {snapshot['epoch']}"
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    for col, channel in enumerate(channels):
+        axes[0].text(col * (width + 1) + width / 2 - 0.5, -1, str(channel), ha="center", va="bottom", fontsize=8)
+    what = "feature maps (each scaled on its own)" if kind == "maps" else "filters (one shared scale)"
+    fig.suptitle(f"'{layer}' {what}: initialisation, then after each epoch", fontsize=10)
+    if kind == "filters":
+        fig.colorbar(shown, ax=list(axes), shrink=0.8, label="weight")
+    return fig
