@@ -579,6 +579,8 @@ def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, z
         return []
     jobs = max(1, min(jobs, len(tasks)))
     workroot = Path(tempfile.mkdtemp(prefix="grader-"))
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
     launcher = make_launcher(jobs, zygote)
     bar = Progress(len(tasks), enabled=progress)
     local = threading.local()

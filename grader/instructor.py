@@ -188,8 +188,14 @@ class _gradebook:  # noqa: N801  (used as a context manager)
         self.url = f"sqlite:///{course.gradebook}"
 
     def __enter__(self):
+        import sys
+
         from nbgrader.api import Gradebook
 
+        # nbgrader runs the `alembic` command of its environment to check the database schema
+        bindir = os.path.dirname(sys.executable)
+        if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
         self.gb = Gradebook(self.url)
         return self.gb
 
@@ -238,9 +244,12 @@ def merge(course: Course, dirs: list[Path] | None = None) -> int:
             if path.resolve() != dest.resolve():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, dest)
+    import warnings
+
     results = load_results([course.results])
     assignments = {}
-    with _gradebook(course) as gb:
+    with _gradebook(course) as gb, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy's autoflush notes from inside nbgrader
         for result in results:
             name, student = result["assignment"], result["student"]
             if name not in assignments:

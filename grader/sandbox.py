@@ -225,7 +225,9 @@ class Recorder:
                 exc = NameError(f"{name} is {what} in the submission")
                 self.emit(event="call", key=key, name=name, error=encode_exception(exc))
                 raise exc
-            self.student.update({k: v for k, v in self.namespace.items() if k not in self.student_names})
+            # names the notebook defined later (not the graded ones: those are the student's own)
+            self.student.update({k: v for k, v in self.namespace.items()
+                                 if k not in self.student_names and k not in self.graded})
             inputs = [*enumerate(args), *kwargs.items()]
             before = {str(k): fingerprint(v) for k, v in inputs}
             self.emit(event="begin", key=key, name=name, args=before)
