@@ -30,3 +30,8 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf build .pytest_cache
+
+# Regenerate the student notebooks (notebooks/) from the instructor sources (solutions/).
+.PHONY: release
+release: $(STAMP)
+	$(PY) -m grader.release
