@@ -353,3 +353,222 @@ def test_student_version_runs_to_the_end_and_scores_zero(graded, name):
     assert set(tests) <= failing_cells, f"notebooks/{name}: test cells {sorted(set(tests) - failing_cells)} passed unanswered"
     for grade_id, (score, max_score, _) in result.scores.items():
         assert score == 0, f"notebooks/{name}: '{grade_id}' gave {score} of {max_score} points without an answer"
+
+
+# --- the visible tests catch the common mistakes ------------------------------------------------
+
+
+def _cnn(conv_kwargs: str = "", dense_units: int = 64, last: str = 'activation="softmax"', with_input: bool = True) -> str:
+    """Source of a build_cnn with one typical mistake."""
+    first = "keras.Input(shape=(28, 28, 1)), " if with_input else ""
+    return (
+        "def build_cnn():\n    L = keras.layers\n    return keras.Sequential([" + first
+        + f"L.Conv2D(32, 3, activation='relu'{conv_kwargs}), L.MaxPooling2D(2), "
+        + f"L.Conv2D(64, 3, activation='relu'{conv_kwargs}), L.MaxPooling2D(2), L.Flatten(), "
+        + f"L.Dense({dense_units}, activation='relu'), L.Dense(10, {last})])"
+    )
+
+
+def _grid(body: str, name: str = "plot_feature_map_grid") -> str:
+    """Source of a grid-plotting function (maps, ncols) with ``body`` drawing panel k."""
+    return (
+        f"def {name}(maps, ncols=8):\n"
+        "    count = maps.shape[-1]\n    nrows = -(-count // ncols)\n"
+        "    fig = Figure()\n    axes = fig.subplots(nrows, ncols, squeeze=False)\n"
+        "    for k, ax in enumerate(axes.flat):\n        ax.set_axis_off()\n"
+        f"        if k < count:\n            {body}\n    return fig"
+    )
+
+
+#: test grade id -> [(a wrong implementation, a piece of the feedback it must get)]
+MISTAKES = {
+    "prepare_images_tests": [
+        ("def prepare_images(images):\n    return images.astype(np.float32) / 255", "add the channel axis"),
+        ("def prepare_images(images):\n    return (images.astype(np.float32) / 255)[:, np.newaxis]", "not (N, 1, 28, 28)"),
+        ("def prepare_images(images):\n    return images.astype(np.float32)[..., np.newaxis]", "divide by 255"),
+        ("def prepare_images(images):\n    return (images // 255).astype(np.float32)[..., np.newaxis]", "not with //"),
+        ("def prepare_images(images):\n    return (images / 255.0)[..., np.newaxis]", "astype(np.float32)"),
+    ],
+    "build_cnn_tests": [
+        (_cnn(with_input=False), "keras.Input(shape=(28, 28, 1))"),
+        (_cnn(conv_kwargs=", padding='same'"), "use no padding"),
+        (_cnn(dense_units=128), "number of filters/units"),
+        (_cnn(last="activation='relu'"), "expected activation 'softmax'"),
+    ],
+    "make_activation_model_tests": [
+        ("def make_activation_model(model, layer_name):\n    return model.get_layer(layer_name).output",
+         "wrap the output tensor"),
+        ("def make_activation_model(model, layer_name):\n"
+         "    return keras.Model(inputs=model.input, outputs=model.get_layer(layer_name).output)",
+         "use model.inputs[0]"),
+        ("def make_activation_model(model, layer_name):\n    x = keras.Input((28, 28, 1))\n"
+         "    return keras.Model(x, keras.layers.Conv2D(32, 3, activation='relu')(x))",
+         "reuse model.get_layer(layer_name).output"),
+    ],
+    "get_feature_maps_tests": [
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    return np.asarray(make_activation_model(model, layer_name)(image[np.newaxis]))", "drop the batch axis"),
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    return make_activation_model(model, layer_name)(image[np.newaxis])[0]", "np.asarray"),
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    return np.asarray(make_activation_model(model, layer_name)(image[np.newaxis]))[0, :, :, 0]",
+         "you returned a single map"),
+    ],
+    "plot_feature_map_grid_tests": [
+        (_grid("ax.imshow(maps[:, :, k])").replace("    return fig", "    pass"), "return the figure"),
+        (_grid("ax.imshow(maps[:, :, k])").replace("fig.subplots(nrows, ncols", "fig.subplots(ncols, nrows"),
+         "expected a grid of 2 rows x 3 columns"),
+        (_grid("ax.imshow(maps[:, :, count - 1 - k])"), "draw the maps in channel order"),
+        (_grid("ax.imshow(maps[:, :, k]); ax.set_axis_on()"), "ax.set_axis_off()"),
+    ],
+    "conv_layer_names_tests": [
+        ("def conv_layer_names(model):\n    return [layer.name for layer in model.layers[:3]]",
+         "keep only the Conv2D layers"),
+        ("def conv_layer_names(model):\n"
+         "    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]", "use layer.name"),
+        ("def conv_layer_names(model):\n"
+         "    return tuple(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))",
+         "expected a list"),
+    ],
+    "extract_all_conv_maps_tests": [
+        ("def extract_all_conv_maps(model, images):\n"
+         "    return {n: get(model, images, n)[0] for n in conv_layer_names(model)}", "keep the batch axis"),
+        ("def extract_all_conv_maps(model, images):\n"
+         "    return {n: tf.constant(get(model, images, n)) for n in conv_layer_names(model)}", "use np.asarray"),
+        ("def extract_all_conv_maps(model, images):\n"
+         "    return [get(model, images, n) for n in conv_layer_names(model)]", "expected a dict"),
+    ],
+    "plot_comparison_tests": [
+        ("def plot_comparison(images, all_maps):\n"
+         "    fig = Figure()\n    axes = fig.subplots(len(images), 1 + len(all_maps), squeeze=False)\n"
+         "    for i in range(len(images)):\n        axes[i, 0].imshow(images[i, ..., 0])\n"
+         "        for j, name in enumerate(all_maps, start=1):\n"
+         "            c = int(all_maps[name][i].max(axis=(0, 1)).argmax())\n"
+         "            axes[i, j].imshow(all_maps[name][i][:, :, c]); axes[i, j].set_title(f'{name} #{c}')\n"
+         "    return fig", "maps.mean(axis=(0, 1)).argmax()"),
+        ("def plot_comparison(images, all_maps):\n"
+         "    fig = Figure()\n    axes = fig.subplots(len(images), len(all_maps), squeeze=False)\n"
+         "    for i in range(len(images)):\n        for j, name in enumerate(all_maps):\n"
+         "            c = int(all_maps[name][i].mean(axis=(0, 1)).argmax())\n"
+         "            axes[i, j].imshow(all_maps[name][i][:, :, c]); axes[i, j].set_title(f'{name} #{c}')\n"
+         "    return fig", "one row per image"),
+    ],
+    "normalize_map_tests": [
+        ("def normalize_map(m):\n    m = np.asarray(m, dtype=np.float32)\n    return (m - m.min()) / (m.max() - m.min())",
+         "check for max == min"),
+        ("def normalize_map(m):\n    m = np.asarray(m, dtype=np.float32)\n"
+         "    return m / m.max() if m.max() else np.zeros_like(m)", "subtract the minimum"),
+        ("def normalize_map(m):\n    m -= m.min()\n    top = m.max()\n"
+         "    return (m / top if top else np.zeros_like(m)).astype(np.float32)", "the input map was modified"),
+    ],
+    "normalize_maps_tests": [
+        ("def normalize_maps(maps, mode='per_map'):\n"
+         "    if mode not in ('per_map', 'global'):\n        raise ValueError('per_map or global')\n"
+         "    return normalize_map(maps)", "scale each channel maps[:, :, k] separately"),
+        ("def normalize_maps(maps, mode='per_map'):\n"
+         "    if mode not in ('per_map', 'global'):\n        raise ValueError('per_map or global')\n"
+         "    return np.stack([normalize_map(maps[:, :, k]) for k in range(maps.shape[-1])], axis=-1)",
+         "use one minimum and one maximum over every map"),
+        ("def normalize_maps(maps, mode='per_map'):\n"
+         "    if mode == 'global':\n        return normalize_map(maps)\n"
+         "    return np.stack([normalize_map(maps[:, :, k]) for k in range(maps.shape[-1])], axis=-1)",
+         "expected a ValueError"),
+        ("def normalize_maps(maps, mode='per_map'):\n"
+         "    if mode == 'global':\n        return normalize_map(maps)\n    if mode != 'per_map':\n"
+         "        raise ValueError('bad mode')\n"
+         "    return np.stack([normalize_map(maps[:, :, k]) for k in range(maps.shape[-1])], axis=-1)",
+         "to name the valid modes"),
+    ],
+    "to_uint8_tests": [
+        ("def to_uint8(x):\n    return (np.asarray(x) * 255).astype(np.uint8)", "round with np.round"),
+        ("def to_uint8(x):\n    return np.round(np.asarray(x) * 255).astype(np.uint8)", "clip to [0, 1] first"),
+        ("def to_uint8(x):\n    return np.round(np.clip(x, 0, 1) * 255)", "finish with .astype(np.uint8)"),
+        ("def to_uint8(x):\n    return np.round(np.clip(x, 0, 1)).astype(np.uint8)", "multiply by 255"),
+    ],
+    "get_filters_tests": [
+        ("def get_filters(model, layer_name):\n    return model.get_layer(layer_name).get_weights()", "take the kernel"),
+        ("def get_filters(model, layer_name):\n    return model.get_layer(layer_name).get_weights()[1]", "that is the bias"),
+    ],
+    "plot_filters_tests": [
+        (_grid("ax.imshow(maps[:, :, k], cmap='RdBu_r')", "plot_filters"), "vmin=-limit, vmax=limit"),
+        (_grid("ax.imshow(maps[:, :, k], cmap='RdBu_r', vmin=maps.min(), vmax=maps.max())", "plot_filters"),
+         "shared symmetric scale"),
+        (_grid("limit = np.abs(maps).max(); ax.imshow(maps[:, :, k], vmin=-limit, vmax=limit)", "plot_filters"),
+         "diverging colormap"),
+    ],
+    "find_dead_filters_tests": [
+        ("def find_dead_filters(maps, threshold=0.0):\n    return np.flatnonzero(maps[0].max(axis=(0, 1)) <= threshold)",
+         "fires in one image only"),
+        ("def find_dead_filters(maps, threshold=0.0):\n    return maps.max(axis=(0, 1, 2)) <= threshold",
+         "np.flatnonzero"),
+        ("def find_dead_filters(maps, threshold=0.0):\n    return np.flatnonzero(maps.mean(axis=(0, 1, 2)) <= threshold)",
+         "with threshold=0.1"),
+    ],
+    "strongest_filters_tests": [
+        ("def strongest_filters(maps, k=5):\n    return np.argsort(maps.mean(axis=(0, 1)))[:k]", "sort descending"),
+        ("def strongest_filters(maps, k=5):\n    return np.argsort(-maps.max(axis=(0, 1)))[:k]", "not its maximum"),
+        ("def strongest_filters(maps, k=5):\n    return np.sort(maps.mean(axis=(0, 1)))[::-1][:k]",
+         "expected channels [1, 3, 5]"),
+    ],
+}
+#: Helpers the wrong implementations above may use (defined in the notebook's namespace).
+MISTAKE_HELPERS = (
+    "def get(model, images, name):\n"
+    "    return course.extract_feature_maps(model, images, name)[name]\n"
+)
+
+
+def _solution_code(name: str) -> dict[str, str]:
+    """grade id -> the instructor's code of each exercise."""
+    return {
+        nbgrader(cell)["grade_id"]: cell.source
+        for cell in read(solution_path(name)).cells
+        if cell.cell_type == "code" and nbgrader(cell).get("solution")
+    }
+
+
+def _run(source: str, namespace: dict) -> None:
+    """Run a cell's code here; IPython magics (``%matplotlib inline``) are skipped."""
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%"))
+    exec(compile(code, "<notebook cell>", "exec"), namespace)  # noqa: S102 (our own notebooks)
+
+
+NOTEBOOKS_WITH_MISTAKES = [
+    name for name in ASSIGNMENTS
+    if any(nbgrader(c).get("grade_id") in MISTAKES for c in read(student_path(name)).cells)
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS_WITH_MISTAKES)
+def test_visible_tests_catch_the_common_mistakes(name):
+    """Run the student version (exercises filled with the solutions) in this process; before each
+    visible test cell, swap in each typical wrong implementation: the cell must fail with feedback."""
+    solutions = _solution_code(name)
+    cells = [cell for cell in read(student_path(name)).cells if cell.cell_type == "code"]
+    last = max(i for i, cell in enumerate(cells) if nbgrader(cell).get("grade_id") in MISTAKES)
+    namespace = {"__name__": "__main__"}
+    defined, missed = [], []
+    for cell in cells[: last + 1]:
+        meta = nbgrader(cell)
+        if meta.get("solution"):
+            defined.append(solutions[meta["grade_id"]])
+            _run(defined[-1], namespace)
+            continue
+        for wrong, feedback in MISTAKES.get(meta.get("grade_id"), []):
+            _run(MISTAKE_HELPERS + wrong, namespace)
+            try:
+                _run(cell.source, namespace)
+            except AssertionError as error:
+                if feedback not in str(error):
+                    missed.append(f"{meta['grade_id']}: {wrong.splitlines()[-1].strip()!r} got {str(error)!r}, "
+                                  f"expected feedback containing {feedback!r}")
+            except Exception as error:  # noqa: BLE001 (any other failure is feedback-less)
+                missed.append(f"{meta['grade_id']}: {wrong.splitlines()[-1].strip()!r} raised "
+                              f"{type(error).__name__}: {error}, not an AssertionError with feedback")
+            else:
+                missed.append(f"{meta['grade_id']}: the visible tests pass this mistake: {wrong!r}")
+            for code in defined:  # restore the correct functions
+                _run(code, namespace)
+        _run(cell.source, namespace)
+    assert not missed, "\n".join(missed)
