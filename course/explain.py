@@ -57,7 +57,8 @@ class _WithoutSoftmax(keras.layers.Layer):
     """Runs the model's last layer (shared, with its trained weights) without its softmax."""
 
     def __init__(self, head, **kwargs):
-        super().__init__(name=f"{head.name}_logits", **kwargs)
+        # The head's dtype policy, so that a float64 (or mixed-precision) model is not cast.
+        super().__init__(name=f"{head.name}_logits", dtype=head.dtype_policy, **kwargs)
         self.head = head
 
     def call(self, inputs):
@@ -259,11 +260,19 @@ def grad_cam(
     scorer = score_model(model, layer)
     batch = tf.convert_to_tensor(_one_image(model, image))
     with tf.GradientTape() as tape:
+        tape.watch(batch)  # records every op, also of layers without weights
         outputs = scorer(batch, training=False)
         maps = outputs["maps"]
         index = _class_index(outputs["scores"], class_index)
         score = outputs["scores"][0, index]
-    grads = tape.gradient(score, maps)[0]  # (h, w, k)
+    grads = tape.gradient(score, maps)
+    if grads is None:
+        raise LayerError(
+            f"the score of model '{model.name}' is not computed through the traced output of "
+            f"layer '{layer}' (a layer inside a model nested in a functional model): choose a "
+            "layer of the outer model, or wrap the nested model in a Sequential one."
+        )
+    grads = grads[0]  # (h, w, k)
     weights = tf.reduce_mean(grads, axis=(0, 1))  # (k,)
     cam = tf.nn.relu(tf.reduce_sum(maps[0] * weights, axis=-1))
     height, width = batch.shape[1:3]
@@ -363,10 +372,14 @@ def maximize_activation(
     l2: float = 0.005,
     value_range: tuple[float, float] = (0.0, 1.0),
     seed: int = 0,
+    start=None,
 ) -> np.ndarray:
     """The input a filter prefers: gradient ascent on the image to raise one channel's mean activation.
 
-    Starting from uniform noise, each step shifts the image by a random offset of up to
+    A ReLU channel that is silent on the start image has zero gradient and would never move,
+    so by default each channel starts from whichever of three noise images (uniform, sparse
+    bright dots, coarse blobs) excites it most; ``start`` gives your own (a real digit, say).
+    Each step then shifts the image by a random offset of up to
     ``jitter`` pixels (so that no single pixel arrangement wins), follows the gradient of the
     channel's mean activation (normalized to unit RMS per image), applies the L2 penalty as a
     decay (every pixel shrinks towards 0 by the fraction ``l2``, so pixels that do not help
@@ -385,7 +398,9 @@ def maximize_activation(
         blur_sigma: The blur's standard deviation in pixels.
         l2: The L2 decay per step (0 to switch off).
         value_range: The model's input range; the image stays inside it.
-        seed: Seed of the start image and the shifts.
+        seed: Seed of the start images and the shifts.
+        start: Start image(s), (H, W, C) for all channels or (n, H, W, C) one per channel;
+            default the best of three noise images per channel.
 
     Returns:
         float32 image (H, W, C) for one channel; (n, H, W, C) for a sequence or None.
@@ -405,8 +420,26 @@ def maximize_activation(
     low, high = value_range
     shape = _input_shape(model)
     rng = np.random.default_rng(seed)
-    images = tf.Variable(rng.uniform(low, high, (len(channels), *shape)).astype(np.float32))
     select = tf.one_hot(channels, count)[:, None, None, :]
+
+    def channel_means(batch):
+        maps = maps_model(tf.convert_to_tensor(batch, tf.float32), training=False)[layer]
+        return tf.reduce_mean(tf.reduce_sum(maps * select, axis=-1), axis=(1, 2)).numpy()
+
+    if start is None:
+        n, (height, width, depth) = len(channels), shape
+        coarse = rng.random((n, -(-height // 4), -(-width // 4), depth))
+        candidates = np.stack([
+            rng.random((n, *shape)),  # uniform noise
+            (rng.random((n, *shape)) < 0.2).astype(float),  # sparse bright dots
+            np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)[:, :height, :width],  # coarse blobs
+        ])
+        candidates = (low + (high - low) * candidates).astype(np.float32)
+        best = np.argmax([channel_means(c) for c in candidates], axis=0)
+        first = candidates[best, np.arange(n)]
+    else:
+        first = np.broadcast_to(_as_batch(start, shape), (len(channels), *shape))
+    images = tf.Variable(np.array(first, np.float32))
     kernel = tf.constant(_gaussian_kernel(blur_sigma, shape[-1]))
     step_size = learning_rate * (high - low)
 
@@ -644,7 +677,7 @@ def load_mobilenet_v2(weights: str | None = "imagenet") -> tuple[keras.Model, bo
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:240]
         note = (
             f"RANDOM weights: the ImageNet weights could not be loaded ({reason}). "
-            "The maps show the network's structure, not learned features."
+            "The maps show no learned features, only the network's structure."
         )
         return model, pretrained, note
     if pretrained:

@@ -57,6 +57,57 @@ def tiny_nested() -> keras.Model:
     return keras.Model(inputs, out, name="outer")
 
 
+class RegionMask(keras.layers.Layer):
+    """Multiplies the image by a fixed 0/1 mask: only the pixels inside ``region`` get through."""
+
+    def __init__(self, shape, region, **kwargs):
+        super().__init__(**kwargs)
+        (top, bottom), (left, right) = region
+        mask = np.zeros(shape, np.float32)
+        mask[top:bottom, left:right] = 1.0
+        self.mask = mask
+
+    def call(self, inputs):
+        return inputs * self.mask
+
+
+def region_model(region=((2, 8), (8, 14)), size: int = 16) -> keras.Sequential:
+    """A CNN whose output depends only on the pixels in ``region`` ((rows), (cols)) of a
+    size x size image: mask -> conv 'feat' (3x3, same, no bias, ReLU) -> pool -> global
+    average -> dense(2) with positive weights. Outside the region grown by the conv's 1-pixel
+    reach, every feature map is exactly 0."""
+    layers = keras.layers
+    keras.utils.set_random_seed(3)
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 1)),
+            RegionMask((size, size, 1), region, name="mask"),
+            layers.Conv2D(
+                6, 3, padding="same", activation="relu", use_bias=False, name="feat",
+                kernel_initializer=keras.initializers.RandomUniform(-0.3, 1.0),
+            ),
+            layers.MaxPooling2D(2, name="pool"),
+            layers.GlobalAveragePooling2D(name="gap"),
+            layers.Dense(2, kernel_initializer=keras.initializers.RandomUniform(0.1, 1.0), name="out"),
+        ],
+        name="region",
+    )
+
+
+def tiny_linear() -> keras.Sequential:
+    """conv -> flatten -> dense with no nonlinearity: its input gradient is the same everywhere."""
+    keras.utils.set_random_seed(4)
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 1)),
+            keras.layers.Conv2D(3, 3, name="lin_conv"),
+            keras.layers.Flatten(name="lin_flat"),
+            keras.layers.Dense(3, name="lin_out"),
+        ],
+        name="tiny_linear",
+    )
+
+
 @pytest.fixture
 def tiny_model():
     return tiny_sequential()
