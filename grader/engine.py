@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import functools
 import hashlib
 import json
 import os
@@ -52,7 +53,8 @@ def _course_dirs() -> list[str]:
     return [model, data, str(Path.home() / ".keras" / "datasets")]
 
 
-def read_paths() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def read_paths() -> tuple[str, ...]:
     """What a sandbox may read: Python, installed packages, the course package, models, data."""
     import importlib.util
 
@@ -75,7 +77,7 @@ def read_paths() -> list[str]:
     resolved = set()
     for p in paths:
         resolved |= {p, os.path.realpath(p)} if not p.startswith("/proc/self") else {p}
-    return sorted(p for p in resolved if os.path.exists(p))
+    return tuple(sorted(p for p in resolved if os.path.exists(p)))
 
 
 def sandbox_env(threads: int, home: str) -> dict:
@@ -135,7 +137,7 @@ class DirectLauncher:
         return _Handle(proc.pid, wait)
 
     def close(self) -> None:
-        pass
+        shutil.rmtree(self.env["HOME"], ignore_errors=True)
 
 
 class ZygoteLauncher:
@@ -147,6 +149,7 @@ class ZygoteLauncher:
     """
 
     def __init__(self, env: dict):
+        self.home = env["HOME"]
         self.proc = subprocess.Popen([sys.executable, "-m", "grader.sandbox", "--zygote"], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, cwd=env["HOME"])
@@ -199,6 +202,7 @@ class ZygoteLauncher:
             self.proc.wait(10)
         except Exception:
             self.proc.kill()
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 def make_launcher(jobs: int, zygote: bool = True):
@@ -377,7 +381,7 @@ def run_sandbox(steps: list, graded: list, launcher, limits: Limits, workdir: Pa
     student = next(s for s in steps if s["kind"] == "student")
     for attempt in range(limits.attempts):
         program = {"steps": steps, "graded_names": graded, "skip": sorted(skip | done_tests),
-                   "read": read_paths(), "attempt": attempt}
+                   "read": list(read_paths()), "attempt": attempt}
         (workdir / "program.json").write_text(json.dumps(program), encoding="utf-8")
         offset = log.stat().st_size if log.exists() else 0
         handle = launcher.spawn(workdir)
