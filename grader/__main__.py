@@ -49,7 +49,7 @@ def _autograde(course: Course, args) -> int:
     broken = [r for r in done if r.get("problems")]
     for r in broken:
         print(f"  {r['student']}/{r['assignment']}: {r['score']:g}/{r['max_score']:g}; " + "; ".join(r["problems"])[:300])
-    if shard is None and not args.no_merge and results == course.results:
+    if shard is None and not args.no_merge and results == course.results and done:
         print(f"merged {merge(course)} result(s) into {course.gradebook}")
     elif shard is not None:
         print(f"results in {results}; combine the shards with: python -m grader merge {results}")
