@@ -65,11 +65,17 @@ def release(source: str | os.PathLike = SOLUTIONS, dest: str | os.PathLike = NOT
     Raises:
         RuntimeError: nbgrader rejected an assignment (its log is in the message), or
             ``source`` holds no assignment.
+        ValueError: ``dest`` is, contains or is inside ``source``.
     """
     from nbgrader.converters import GenerateAssignment
     from nbgrader.coursedir import CourseDirectory
 
     source, dest = Path(source).resolve(), Path(dest).resolve()
+    if source == dest or source in dest.parents or dest in source.parents:
+        raise ValueError(
+            f"the release folder {dest} overlaps the source folder {source}; a release replaces "
+            "dest/<assignment> folders, so give two separate folders (solutions/ and notebooks/)."
+        )
     names = assignments(source)
     if not names:
         raise RuntimeError(

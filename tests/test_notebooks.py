@@ -83,6 +83,17 @@ def test_notebooks_folder_is_what_release_generates(tmp_path):
             )
 
 
+def test_release_refuses_to_overwrite_its_source(tmp_path):
+    shutil.copytree(rel.SOLUTIONS / ASSIGNMENTS[0], tmp_path / ASSIGNMENTS[0])
+    for dest in (tmp_path, tmp_path / ASSIGNMENTS[0], tmp_path.parent):
+        with pytest.raises(ValueError, match="overlaps the source folder"):
+            rel.release(tmp_path, dest)
+    assert (tmp_path / ASSIGNMENTS[0] / f"{ASSIGNMENTS[0]}.ipynb").is_file()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="no assignment found"):
+        rel.release(tmp_path / "empty", tmp_path / "out")
+
+
 @pytest.mark.parametrize("path", sorted(rel.SOLUTIONS.rglob("*.ipynb")) + sorted(rel.NOTEBOOKS.rglob("*.ipynb")),
                          ids=lambda p: str(p.relative_to(rel.ROOT)))
 def test_no_outputs_are_committed(path):
