@@ -46,8 +46,12 @@ def export_rows(course: Path, out: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Every case of the corpus, autograded with --jobs 2 (and merged into the gradebook)."""
+def corpus(tmp_path_factory, trained_model):
+    """Every case of the corpus, autograded with --jobs 2 (and merged into the gradebook).
+
+    ``trained_model`` makes sure the model cache exists first: sandboxes may read it but not
+    write it, so without a cache every sandbox would try to train.
+    """
     course = tmp_path_factory.mktemp("course")
     write(course)
     proc = grader("autograde", NAME, "--jobs", "2", *LIMITS, course=course)
