@@ -35,3 +35,8 @@ clean:
 .PHONY: release
 release: $(STAMP)
 	$(PY) -m grader.release
+
+# Redraw the figures the README shows (docs/figures/*.png, committed).
+.PHONY: figures
+figures: $(STAMP)
+	$(PY) -m course figures --out docs/figures

@@ -3,6 +3,7 @@
     python -m course run [--layer NAME ...] [--index I] [--out DIR]   the main job
     python -m course train [--retrain]                                train (or load) the model
     python -m course explain [--out DIR] [--no-mobilenet]             a figure of each interpretability tool
+    python -m course figures [--out DIR] [--index I]                  the README's figures (docs/figures)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -58,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument(
         "--no-mobilenet", action="store_true", help="skip the MobileNetV2 photo figures"
     )
+    figures_cmd = commands.add_parser(
+        "figures",
+        help="draw the README's figures (small PNGs) into docs/figures",
+        description="The figures the README shows, drawn at the size they are shown (880 pixels "
+        "wide): one digit's first- and second-layer feature maps, the first layer's kernels and "
+        "Grad-CAM on a few digits. A few seconds with the cached model.",
+    )
+    figures_cmd.add_argument(
+        "--out", type=Path, default=None, help="output folder (default docs/figures in the project)"
+    )
+    figures_cmd.add_argument("--index", type=int, default=0, help="which test image to show (default 0)")
     return parser
 
 
@@ -250,6 +263,73 @@ def explain(out: Path, mobilenet: bool = True) -> dict:
     return summary
 
 
+README_WIDTH = 8.8  # inches: 880 pixels at 100 dpi, shown unscaled in a README
+
+
+def figures(out: Path, index: int = 0) -> list[Path]:
+    """The README's figures: small PNGs drawn at the size a README shows them.
+
+    Args:
+        out: The folder to write into (created if needed).
+        index: The test digit whose feature maps are drawn.
+
+    Returns:
+        The paths written.
+    """
+    (_, _), (x_test, y_test) = course.load_mnist()
+    if not 0 <= index < len(x_test):
+        raise course.CourseError(
+            f"--index {index} is out of range: the test set has images 0..{len(x_test) - 1}."
+        )
+    model = course.load_or_train_model()
+    image, label = x_test[index], int(y_test[index])
+    maps = course.extract_feature_maps(model, image, ["conv1", "conv2"])
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(fig, name: str) -> None:
+        fig.savefig(out / name, dpi=100, bbox_inches="tight", pad_inches=0.05)
+        written.append(out / name)
+
+    def describe(name: str) -> str:
+        height, width, count = maps[name][0].shape
+        return f"'{name}': {count} maps of {height}x{width}, each scaled to its own range"
+
+    fig = Figure(figsize=(README_WIDTH, 3.9), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[1, 4.2])
+    ax = left.add_subplot()
+    ax.imshow(image[..., 0], cmap="gray", interpolation="nearest")
+    ax.set_title(f"test digit #{index}: a {label}", fontsize=10)
+    ax.set_axis_off()
+    course.plot_feature_maps(maps["conv1"][0], ncols=8, ax=right.add_subplot(), title=describe("conv1"))
+    save(fig, "first_layer_maps.png")
+
+    fig = Figure(figsize=(README_WIDTH, 2.6), layout="constrained")
+    course.plot_feature_maps(maps["conv2"][0], ncols=16, ax=fig.add_subplot(),
+                             title=describe("conv2") + ", same digit")
+    save(fig, "second_layer_maps.png")
+
+    save(course.plot_filters(model, "conv1"), "conv1_filters.png")
+
+    # Grad-CAM on the first test digit of several classes (skipping all-zero heatmaps), one colorbar.
+    layer = course.last_conv_layer(model)
+    shown = []
+    for digit in range(10):
+        first = int(np.flatnonzero(y_test == digit)[0])
+        cam = course.grad_cam(model, x_test[first], layer)
+        if cam.max() > 0 and len(shown) < 5:
+            shown.append((first, cam))
+    fig = Figure(figsize=(README_WIDTH, 2.3), layout="constrained")
+    axes = fig.subplots(1, len(shown))
+    for ax, (first, cam) in zip(axes, shown):
+        course.plot_overlay(x_test[first], cam, ax=ax, title=f"test #{first}: a {y_test[first]}", colorbar=False)
+    scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, 1.0), "jet")  # plot_overlay's colours
+    fig.colorbar(scale, ax=axes, shrink=0.8, label="share of the maximum")
+    fig.suptitle(f"Grad-CAM at '{layer}': where the predicted class's score comes from", fontsize=10)
+    save(fig, "grad_cam.png")
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -269,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(summary["mobilenet"]["note"])
             print(f"Wrote {len(summary['figures'])} figures to {out}/ and TensorBoard logs to "
                   f"{summary['tensorboard_logs']} (view: tensorboard --logdir {summary['tensorboard_logs']})")
+        elif args.command == "figures":
+            out = args.out or _paths._base() / "docs" / "figures"
+            written = figures(out, args.index)
+            print(f"Wrote {len(written)} figures to {out}/: " + ", ".join(p.name for p in written))
     except course.CourseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
