@@ -236,7 +236,9 @@ def explain(out: Path, mobilenet: bool = True) -> dict:
     x, y = x_test[:2000], y_test[:2000]
     table = course.mean_activation_by_class(model, x, y, "conv2")
     _save(course.plot_class_activation(table, "conv2"), out / "class_activation.png", written)
-    channel = int(np.nanargmax(np.nanstd(table, axis=0) / (np.nanmean(table, axis=0) + 1e-6)))
+    # The most class-selective channel among those that are not weak: best class's mean / overall mean.
+    overall = np.nanmean(table, axis=0)
+    channel = int(np.argmax(np.where(overall >= np.median(overall), np.nanmax(table, axis=0) / overall, 0.0)))
     top, values = course.top_activating_images(model, x, "conv2", channel, k=8)
     fig = course.plot_examples(x[top], [f"#{i} ({y[i]}) {v:.1f}" for i, v in zip(top, values)],
                                title=f"the 8 test digits that excite 'conv2' channel {channel} most "

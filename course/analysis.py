@@ -230,10 +230,10 @@ def project_maps(maps, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     when the smaller side is at most 500. A full SVD of, say, 2,000 images x 7,744 conv2 values
     takes minutes on 2 cores, so for larger matrices the SVD is taken of the matrix's projection
     onto a small subspace that captures its top components (a randomized range finder with 10
-    power iterations, Halko et al. 2011): accurate unless two components explain almost the
-    same variance, in which case which of the two comes first is arbitrary anyway. Each axis's
-    sign is fixed so that its largest loading is positive, so the result does not flip between
-    runs.
+    extra dimensions and 7 power iterations, Halko et al. 2011, as scikit-learn does): accurate
+    unless two components explain almost the same variance, in which case which of the two
+    comes first is arbitrary anyway. Each axis's sign is fixed so that its largest loading is
+    positive, so the result does not flip between runs.
 
     Args:
         maps: (N, H, W, C) feature maps, or any (N, ...) array (flattened per image).
@@ -260,8 +260,8 @@ def project_maps(maps, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     if min(count, features) <= 500:
         _, s, vt = np.linalg.svd(centred, full_matrices=False)
     else:
-        basis = centred @ np.random.default_rng(0).standard_normal((features, n_components + 20))
-        for _ in range(10):
+        basis = centred @ np.random.default_rng(0).standard_normal((features, n_components + 10))
+        for _ in range(7):
             basis, _ = np.linalg.qr(basis)
             basis = centred @ (centred.T @ basis)
         basis, _ = np.linalg.qr(basis)

@@ -225,9 +225,11 @@ def test_plot_overlay_draws_the_heatmap_on_the_image(tiny_images):
 def test_maximize_activation_raises_the_channel_far_above_random_and_real_inputs(trained_model, mnist):
     (_, _), (x_test, _) = mnist
     rng = np.random.default_rng(1)
-    # conv1's 3x3 filters cannot be matched at every position of one image at once, so their
-    # gain is smaller (measured: 1.9x to 14x, median 3x); conv2's are 4x to 10^5x.
-    for layer, least_gain, median_gain in (("conv1", 1.5, 2.5), ("conv2", 3.0, 20.0)):
+    # Measured on two trainings of the course's model: against random noise conv1 gains 1.9x to 14x
+    # (median 2.5x to 3x: a 3x3 pattern cannot be matched at every position of one image at
+    # once), conv2 2.3x to 10^5x (median 25x); against the best of 500 real digits, every
+    # channel's optimum is higher, by a median factor of 2.5 to 3.
+    for layer, median_gain in (("conv1", 2.0), ("conv2", 10.0)):
         preferred = course.maximize_activation(trained_model, layer, None)
         count = len(preferred)
         assert preferred.shape == (count, 28, 28, 1)
@@ -242,11 +244,13 @@ def test_maximize_activation_raises_the_channel_far_above_random_and_real_inputs
         random = own_channel(rng.random(preferred.shape, dtype=np.float32))
         digits = course.extract_feature_maps(trained_model, x_test[:500], layer)[layer].mean(axis=(1, 2))
         responsive = digits.mean(axis=0) > 0.01  # channels that respond to digits at all
+        assert responsive.sum() > count // 2
         gain = optimized[responsive] / np.maximum(random[responsive], 1e-6)
-        assert gain.min() > least_gain, (layer, np.round(gain, 1))
+        assert gain.min() > 1.5, (layer, np.round(gain, 1))
         assert np.median(gain) > median_gain, (layer, np.median(gain))
-        # ... and above every one of 500 real digits, for most channels.
-        assert np.mean(optimized[responsive] > digits.max(axis=0)[responsive]) > 0.8
+        best_digit = digits.max(axis=0)[responsive]
+        assert np.mean(optimized[responsive] > best_digit) > 0.9, (layer, optimized[responsive] / best_digit)
+        assert np.median(optimized[responsive] / best_digit) > 1.5
 
 
 def test_maximize_activation_one_channel_and_options(tiny_images):
