@@ -240,7 +240,7 @@ def explain(out: Path, mobilenet: bool = True) -> dict:
     overall = np.nanmean(table, axis=0)
     channel = int(np.argmax(np.where(overall >= np.median(overall), np.nanmax(table, axis=0) / overall, 0.0)))
     top, values = course.top_activating_images(model, x, "conv2", channel, k=8)
-    fig = course.plot_examples(x[top], [f"#{i} ({y[i]}) {v:.1f}" for i, v in zip(top, values)],
+    fig = course.plot_examples(x[top], [f"#{i} ({y[i]}) {v:.2f}" for i, v in zip(top, values)],
                                title=f"the 8 test digits that excite 'conv2' channel {channel} most "
                                "(its most class-selective channel)")
     _save(fig, out / "top_activating.png", written)

@@ -151,7 +151,11 @@ def mean_activation_by_class(model, x, y, layer: str, batch_size: int = 512) -> 
 def top_activating_images(
     model, x, layer: str, channel: int, k: int = 9, batch_size: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k images on which a channel responds most strongly (its maximum over positions).
+    """The k images on which a channel responds most: the largest mean activation over its map.
+
+    The mean (the same objective as :func:`course.maximize_activation`) rather than the single
+    strongest position: on MNIST's saturated strokes many digits reach the same maximum, so
+    ranking by it would be mostly ties.
 
     Args:
         model: A built Keras model.
@@ -163,7 +167,7 @@ def top_activating_images(
 
     Returns:
         ``(indices, values)``: the images' indices into ``x``, strongest first, and the
-        channel's maximum activation on each.
+        channel's mean activation on each.
 
     Raises:
         ValueError: A channel or k out of range.
@@ -172,14 +176,14 @@ def top_activating_images(
     if not 1 <= k <= len(x):
         raise ValueError(f"k must be between 1 and the {len(x)} images, got {k}.")
 
-    def strongest(maps):
+    def channel_mean(maps):
         if not 0 <= channel < maps.shape[-1]:
             raise ValueError(
                 f"layer '{layer}' has channels 0..{maps.shape[-1] - 1}, got channel {channel}."
             )
-        return maps[..., channel].max(axis=(1, 2))
+        return maps[..., channel].mean(axis=(1, 2))
 
-    values = _per_image(model, x, layer, strongest, batch_size)
+    values = _per_image(model, x, layer, channel_mean, batch_size)
     order = np.argsort(-values, kind="stable")[:k]
     return order, values[order]
 

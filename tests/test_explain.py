@@ -297,7 +297,7 @@ def test_top_activating_images_are_the_strongest(tiny_images):
     model = tiny_sequential()
     images = np.concatenate([tiny_images, np.random.default_rng(9).random((7, 12, 12, 1), dtype=np.float32)])
     indices, values = course.top_activating_images(model, images, "c2", 3, k=4, batch_size=5)
-    strongest = course.extract_feature_maps(model, images, "c2")["c2"][..., 3].max(axis=(1, 2))
+    strongest = course.extract_feature_maps(model, images, "c2")["c2"][..., 3].mean(axis=(1, 2))
     np.testing.assert_array_equal(indices, np.argsort(-strongest, kind="stable")[:4])
     np.testing.assert_allclose(values, strongest[indices])
     assert np.all(np.diff(values) <= 0)
