@@ -28,7 +28,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from course.activations import (
-    _CONV_TYPES,
     _as_batch,
     _check_layer_names,
     _input_shape,
