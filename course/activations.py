@@ -14,6 +14,7 @@ models, and models nested inside other models.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import warnings
 import weakref
@@ -32,6 +33,8 @@ _CONV_TYPES = (
 )
 # model -> {layer names -> (activation model, compiled call)}; weak so models can be freed.
 _CACHE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+#: At most this many bytes of maps per forward pass (``batch_size`` is lowered to fit).
+_BATCH_BYTES = 64 * 2**20
 
 
 def _input_shape(model: keras.Model) -> tuple:
@@ -190,13 +193,35 @@ def activation_model(model: keras.Model, layers: list[str] | str | None = None) 
 
 
 def _cached_activation_model(model: keras.Model, names: tuple[str, ...] | None):
+    """The activation model for ``names`` and its compiled forward pass, built once per model.
+
+    The compiled pass takes batches of any size (one trace), always in inference mode; it
+    reads the layers' variables, so later weight changes are seen.
+    """
     per_model = _CACHE.setdefault(model, {})
     if names not in per_model:
         import tensorflow as tf
 
         maps_model = activation_model(model, None if names is None else list(names))
-        per_model[names] = (maps_model, tf.function(maps_model, reduce_retracing=True))
+        spec = tf.TensorSpec((None, *_input_shape(model)), tf.float32)
+        compiled = tf.function(lambda x: maps_model(x, training=False), input_signature=[spec])
+        per_model[names] = (maps_model, compiled)
     return per_model[names]
+
+
+def _as_numpy(tensor) -> np.ndarray:
+    """A tensor's values as a NumPy array: a read-only view (no copy) when it is on the CPU."""
+    try:
+        return np.from_dlpack(tensor)
+    except (BufferError, RuntimeError, TypeError, ValueError):  # e.g. a tensor on a GPU
+        return np.asarray(tensor)
+
+
+def _open_npy(path: Path, shape: tuple) -> object:
+    """A file open for writing float32 rows of ``shape`` after an ``.npy`` header."""
+    handle = open(path, "wb")
+    np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return handle
 
 
 def _as_batch(images, expected: tuple) -> np.ndarray:
@@ -245,9 +270,10 @@ def extract_feature_maps(
         images: One image (H, W, C) or a batch (N, H, W, C), float in the range the model
             was trained on ([0, 1] for the course's model). Grey images may omit C.
         layers: A layer name or list of names; default every feature-map layer.
-        batch_size: Images per forward pass; memory stays bounded by it.
-        out_dir: Stream the maps into ``<out_dir>/<layer>.npy`` (memory-mapped) instead of
-            memory, for extractions too large for RAM.
+        batch_size: At most this many images per forward pass; fewer when one image's maps
+            are large, so that a batch's maps stay under 64 MB. Memory stays bounded by it.
+        out_dir: Stream the maps into ``<out_dir>/<layer>.npy`` instead of memory, batch by
+            batch, for extractions too large for RAM.
 
     Returns:
         ``{layer name: array (N, H, W, C)}`` (N is 1 for one image), in the order given.
@@ -264,28 +290,28 @@ def extract_feature_maps(
     batch = _as_batch(images, _input_shape(model))
     count = len(batch)
     shapes = {name: (count, *t.shape[1:]) for name, t in maps_model.output.items()}
+    # Large maps (e.g. 224x224x64 = 12.8 MB per image) get smaller batches.
+    image_bytes = sum(4 * math.prod(shape[1:]) for shape in shapes.values())
+    step = max(1, min(batch_size, _BATCH_BYTES // image_bytes))
 
     if out_dir is not None:
+        # Written with plain file writes, not through a memory map: mapped pages that were
+        # written stay in this process's resident memory, written ones go to the page cache.
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {name: out_dir / f"{name.replace('/', '__')}.npy" for name in shapes}
-        result = {
-            name: np.lib.format.open_memmap(paths[name], mode="w+", dtype=np.float32, shape=shape)
-            for name, shape in shapes.items()
-        }
-    else:
-        result = {name: np.empty(shape, np.float32) for name, shape in shapes.items()}
+        files = {name: _open_npy(paths[name], shape) for name, shape in shapes.items()}
+        try:
+            for start in range(0, count, step):
+                for name, tensor in compiled(batch[start : start + step]).items():
+                    files[name].write(_as_numpy(tensor).data)
+        finally:
+            for handle in files.values():
+                handle.close()
+        return {name: np.load(paths[name], mmap_mode="r") for name in shapes}
 
-    # One image: the eager call avoids tf.function's dispatch cost. Many: the compiled graph.
-    call = maps_model if count <= 8 else compiled
-    for start in range(0, count, batch_size):
-        stop = min(start + batch_size, count)
-        outputs = call(batch[start:stop], training=False)
-        for name, tensor in outputs.items():
-            result[name][start:stop] = np.asarray(tensor)
-
-    if out_dir is not None:
-        for array in result.values():
-            array.flush()
-        return {name: np.load(paths[name], mmap_mode="r") for name in result}
+    result = {name: np.empty(shape, np.float32) for name, shape in shapes.items()}
+    for start in range(0, count, step):
+        for name, tensor in compiled(batch[start : start + step]).items():
+            result[name][start : start + step] = _as_numpy(tensor)
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -57,19 +58,59 @@ def build_model(name: str = "seed_cnn") -> keras.Sequential:
 class Recipe:
     """How the model is trained; part of the cache's identity.
 
+    The defaults are the course's recipe: batches of 256 (a CPU does four times fewer,
+    better-parallelised steps than with 64) and Adam's step size warmed up over the first
+    tenth of the steps, then decayed to zero along a cosine, so that four epochs reach
+    99% test accuracy. :data:`SEED_RECIPE` is the seeds' original one.
+
     Attributes:
         epochs: Passes over the training set.
         batch_size: Images per gradient step.
-        learning_rate: Adam's step size.
+        learning_rate: Adam's step size (its peak, with the cosine schedule).
+        schedule: ``"cosine"`` (warm-up, then cosine decay to 0) or ``"constant"``.
+        warmup: Fraction of the steps spent warming up from a tenth of ``learning_rate``
+            (cosine schedule only).
         validation_split: Fraction of the training set held out (the last images, as keras does).
         seed: Seed of every random choice (initial weights, shuffling).
     """
 
-    epochs: int = 3
-    batch_size: int = 64
-    learning_rate: float = 1e-3
+    epochs: int = 4
+    batch_size: int = 256
+    learning_rate: float = 3e-3
+    schedule: str = "cosine"
+    warmup: float = 0.1
     validation_split: float = 0.1
     seed: int = 0
+
+
+#: The seeds' recipe: Adam at a constant 1e-3, batches of 64, 3 epochs (about 98.7%).
+SEED_RECIPE = Recipe(epochs=3, batch_size=64, learning_rate=1e-3, schedule="constant", warmup=0.0)
+
+
+def learning_rate(recipe: Recipe, train_images: int):
+    """Adam's step size for ``recipe``: a number, or a schedule over the training steps.
+
+    Args:
+        recipe: The training settings.
+        train_images: Images trained on per epoch (after the validation split).
+
+    Raises:
+        ValueError: An unknown ``recipe.schedule``.
+    """
+    if recipe.schedule == "constant":
+        return recipe.learning_rate
+    if recipe.schedule != "cosine":
+        raise ValueError(
+            f"Recipe.schedule must be 'cosine' or 'constant', got {recipe.schedule!r}."
+        )
+    steps = math.ceil(train_images / recipe.batch_size) * recipe.epochs
+    warmup = int(steps * recipe.warmup)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(recipe.learning_rate, steps)
+    return keras.optimizers.schedules.CosineDecay(
+        recipe.learning_rate / 10, steps - warmup,
+        warmup_target=recipe.learning_rate, warmup_steps=warmup,
+    )
 
 
 def _progress_verbosity() -> int:
@@ -97,8 +138,9 @@ def train_model(x_train, y_train, recipe: Recipe = Recipe(), *, verbose: int | N
     # Irreversible for this process; it makes the same seed give bit-identical weights.
     tf.config.experimental.enable_op_determinism()
     model = build_model()
+    train_images = len(x_train) - int(len(x_train) * recipe.validation_split)
     model.compile(
-        optimizer=keras.optimizers.Adam(recipe.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate(recipe, train_images)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -192,7 +234,7 @@ def load_or_train_model(
     retrain: bool = False,
     verbose: int | None = None,
 ) -> keras.Model:
-    """Load the cached trained model, or train it (about 2 minutes on 2 cores) and cache it.
+    """Load the cached trained model, or train it (under a minute on 2 idle cores) and cache it.
 
     Args:
         path: The ``.keras`` file of the cache; default ``models/seed_cnn.keras``.

@@ -1,0 +1,242 @@
+"""The benchmark items: each measures ``course``'s way and the naive way in the same run."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.harness import Row, interleaved, run_child
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each item is; ``QUICK`` only proves that everything runs."""
+
+    extract_images: int = 10_000
+    extract_repeat: int = 3
+    one_image_calls: int = 50
+    plot_repeat: int = 5
+    many_maps: int = 512
+    stream_images: int = 512
+    stream_size: int = 224
+    train_images: int | None = None  # None: the full training set
+    train_epochs: int | None = None  # None: the recipe's own
+    quick: bool = False
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    extract_images=1000, extract_repeat=1, one_image_calls=10, plot_repeat=1, many_maps=64,
+    stream_images=16, stream_size=64, train_images=2048, train_epochs=1, quick=True,
+)
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def extraction_many(sizes: Sizes, model, images) -> list[Row]:
+    """All conv layers' maps for many images against the seeds' two ways and a forward pass."""
+    import keras
+    import tensorflow as tf
+
+    import course
+
+    x = images[: sizes.extract_images]
+    convs = course.conv_layer_names(model)
+    compiled = tf.function(model)
+
+    def forward_compiled():
+        for start in range(0, len(x), 1024):
+            np.asarray(compiled(x[start : start + 1024], training=False))
+
+    def per_layer():
+        for name in convs:
+            keras.Model(model.inputs, model.get_layer(name).output).predict(x, verbose=0)
+
+    def multi_output():
+        outputs = [model.get_layer(name).output for name in convs]
+        keras.Model(model.inputs, outputs).predict(x, verbose=0)
+
+    times = interleaved(
+        {
+            "ours": lambda: course.extract_feature_maps(model, x, convs),
+            "forward: model.predict(x)": lambda: model.predict(x, verbose=0),
+            "forward: compiled calls": forward_compiled,
+            "one sub-model per layer": per_layer,
+            "one multi-output predict": multi_output,
+        },
+        repeat=sizes.extract_repeat,
+    )
+    best = {name: min(values) for name, values in times.items()}
+    # The issue's "plain forward pass" is model.predict(x) (0.67 s for 5,000 images, against
+    # which the seeds' ways were 3.9x to 5.6x); compiled calls are the stricter floor.
+    predict, compiled_calls, ours = (
+        best[name] for name in ("forward: model.predict(x)", "forward: compiled calls", "ours")
+    )
+    details = {"images": len(x), "layers": convs, "best_seconds": best}
+    goal = f"<= 1.3x model.predict ({_seconds(predict)})"
+    shown = f"{ours / predict:.2f}x predict, {ours / compiled_calls:.2f}x compiled"
+    return [
+        Row(
+            f"all conv maps, {len(x)} images", "s", ours, best[baseline], baseline, goal,
+            ours / predict, shown, ours / predict <= 1.3, details,
+        )
+        for baseline in ("one sub-model per layer", "one multi-output predict")
+    ]
+
+
+def extraction_one(sizes: Sizes, model, images) -> list[Row]:
+    """The first conv layer's maps for one image, against ``Model(...).predict(x)``."""
+    import keras
+
+    import course
+
+    first = course.conv_layer_names(model)[0]
+    sub_model = keras.Model(model.inputs, model.get_layer(first).output)
+    times = interleaved(
+        {
+            "ours": lambda: course.extract_feature_maps(model, images[0], first),
+            "baseline": lambda: sub_model.predict(images[:1], verbose=0),
+        },
+        repeat=sizes.one_image_calls,
+        warmup=3,
+    )
+    ours, baseline = (statistics.median(times[name]) for name in ("ours", "baseline"))
+    return [
+        Row(
+            f"'{first}' maps, 1 image (median)", "s", ours, baseline, "Model(...).predict(x)",
+            "<= 5 ms median", ours, _seconds(ours), ours <= 0.005, {"calls": sizes.one_image_calls},
+        )
+    ]
+
+
+def _plot_pair(maps: np.ndarray, ncols: int, repeat: int) -> tuple[float, float, dict]:
+    """Best seconds of ``plot_feature_maps`` + savefig and of the subplot loop + savefig."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import course
+
+    count = maps.shape[-1]
+    nrows = -(-count // ncols)
+    figsize = tuple(course.plot_feature_maps(maps, ncols=ncols).get_size_inches())
+    folder = Path(tempfile.mkdtemp(prefix="bench_png_"))
+
+    def ours():
+        course.plot_feature_maps(maps, ncols=ncols).savefig(folder / "ours.png", dpi=100)
+
+    def subplots():
+        fig, axes = plt.subplots(nrows, ncols, figsize=figsize)
+        for channel, ax in enumerate(axes.flat):
+            if channel < count:
+                ax.imshow(maps[:, :, channel], cmap="gray")
+            ax.axis("off")
+        fig.savefig(folder / "baseline.png", dpi=100)
+        plt.close(fig)
+
+    times = interleaved({"ours": ours, "baseline": subplots}, repeat=repeat)
+    sizes = {name: (folder / f"{name}.png").stat().st_size for name in ("ours", "baseline")}
+    details = {"figsize_inches": figsize, "dpi": 100, "png_bytes": sizes, "grid": [nrows, ncols]}
+    return min(times["ours"]), min(times["baseline"]), details
+
+
+def plot_few(sizes: Sizes, model, images) -> list[Row]:
+    """32 real conv maps (26x26) to a PNG, against a 4x8 grid of subplots."""
+    import course
+
+    first = course.conv_layer_names(model)[0]
+    maps = course.extract_feature_maps(model, images[0], first)[first][0]
+    ours, baseline, details = _plot_pair(maps, 8, sizes.plot_repeat)
+    speedup = baseline / ours
+    return [
+        Row(
+            f"{maps.shape[-1]} maps {maps.shape[0]}x{maps.shape[1]} to PNG", "s", ours, baseline,
+            f"{details['grid'][0]}x{details['grid'][1]} subplots", ">= 10x faster", speedup,
+            f"{speedup:.1f}x faster", speedup >= 10, details,
+        )
+    ]
+
+
+def plot_many(sizes: Sizes, model, images) -> list[Row]:
+    """Hundreds of 14x14 maps (ReLU'd noise, half zeros) to a PNG, 32 per row."""
+    maps = np.maximum(np.random.default_rng(0).standard_normal((14, 14, sizes.many_maps)), 0)
+    ours, baseline, details = _plot_pair(maps.astype(np.float32), 32, sizes.plot_repeat)
+    return [
+        Row(
+            f"{sizes.many_maps} maps 14x14 to PNG", "s", ours, baseline,
+            f"{details['grid'][0]}x{details['grid'][1]} subplots", "<= 0.3 s", ours,
+            _seconds(ours), ours <= 0.3, details,
+        )
+    ]
+
+
+def streaming(sizes: Sizes, model, images) -> list[Row]:
+    """VGG16's block1_conv2 maps for many 224x224 images: streamed to disk vs one predict."""
+    import psutil
+
+    shape = (sizes.stream_images, sizes.stream_size, sizes.stream_size, 64)
+    output_gb = np.prod(shape) * 4 / 1e9
+    args = ["stream", "--images", str(sizes.stream_images), "--size", str(sizes.stream_size)]
+    with tempfile.TemporaryDirectory(prefix="bench_stream_") as folder:
+        ours = run_child(*args, "--way", "ours", "--out", folder)
+    # The naive way holds the batches and their concatenation at once: about twice the maps.
+    needed = 2 * output_gb + 2.0
+    available = psutil.virtual_memory().available / 1e9
+    if available >= needed:
+        baseline = run_child(*args, "--way", "baseline")
+    else:
+        baseline = {"skipped": f"needs about {needed:.1f} GB of RAM, {available:.1f} GB available"}
+    details = {"maps_shape": shape, "maps_gb": output_gb, "ours": ours, "baseline": baseline}
+    peak = ours["peak_rss_gb"]
+    return [
+        Row(
+            f"VGG16 block1_conv2, {shape[0]}x{shape[1]}x{shape[2]} -> .npy", "GB", peak,
+            baseline.get("peak_rss_gb"), "one predict in RAM", "peak RSS <= 2 GB", peak,
+            f"{peak:.2f} GB, {ours['seconds']:.1f} s", peak <= 2.0, details,
+        )
+    ]
+
+
+def training(sizes: Sizes, model, images) -> list[Row]:
+    """The course's recipe (run twice: bit-identical?) against the seed recipe."""
+    limits = []
+    if sizes.train_images:
+        limits += ["--images", str(sizes.train_images)]
+    if sizes.train_epochs:
+        limits += ["--epochs", str(sizes.train_epochs)]
+    if sizes.quick:  # one process: three TensorFlow start-ups would dominate a quick run
+        course_run, again, seed = run_child("train", "course", "course", "seed", *limits)["runs"]
+    else:
+        course_run, again = (run_child("train", "course", *limits)["runs"][0] for _ in range(2))
+        seed = run_child("train", "seed", *limits)["runs"][0]
+    identical = course_run["weights_sha256"] == again["weights_sha256"]
+    seconds, accuracy = course_run["seconds"], course_run["test_accuracy"]
+    met = accuracy >= 0.99 and seconds <= 60 and identical
+    shown = (
+        f"{accuracy:.2%} (seed {seed['test_accuracy']:.2%}), "
+        f"{'bit-identical' if identical else 'NOT identical'}"
+    )
+    details = {"ours": course_run, "ours_again": again, "seed": seed, "bit_identical": identical}
+    return [
+        Row(
+            "training on MNIST", "s", seconds, seed["seconds"], "seed recipe",
+            ">= 99.0% in <= 60 s, deterministic", accuracy, shown, met, details,
+        )
+    ]
+
+
+ITEMS = {
+    "extract": extraction_many,
+    "one": extraction_one,
+    "plot32": plot_few,
+    "plot512": plot_many,
+    "stream": streaming,
+    "train": training,
+}
