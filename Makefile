@@ -40,3 +40,9 @@ release: $(STAMP)
 .PHONY: figures
 figures: $(STAMP)
 	$(PY) -m course figures --out docs/figures
+
+# Ratio benchmarks of the fast paths against the naive ways (build/benchmarks.json);
+# `make bench BENCH_ARGS=--quick` shrinks every size (a smoke run, well under a minute).
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m benchmarks $(BENCH_ARGS)
