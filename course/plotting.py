@@ -164,14 +164,16 @@ class _TileLabels(Artist):
         gc.restore()
 
 
-def _label_tiles(ax, count: int, ncols: int, height: int, width: int, pad: int) -> None:
-    """Write each tile's channel index in its top-left corner, yellow on a dark box."""
+def _label_tiles(ax, count: int, ncols: int, height: int, width: int, pad: int, below: bool = False) -> None:
+    """Write each tile's channel index in its top-left corner (or in the gap just below the
+    tile, where it hides no data), yellow on a dark box."""
     fontsize = 8 if count <= 64 else 6 if count <= 256 else 4.5
     clip = matplotlib.transforms.TransformedPatchPath(ax.patch)  # one for all: cheap to add
+    top = height - 0.45 if below else -0.4
     for channel in range(count):
         row, col = divmod(channel, ncols)
         label = _TileLabel(
-            col * (width + pad) - 0.4, row * (height + pad) - 0.4, str(channel),
+            col * (width + pad) - 0.4, row * (height + pad) + top, str(channel),
             fontsize=fontsize, color="yellow", va="top", ha="left", clip_path=clip,
         )
         label.set_in_layout(False)
@@ -286,7 +288,13 @@ def plot_filters(
     ncols = max(1, min(ncols, count))
     fig, ax, cax = _new_axes(ax, ncols, math.ceil(count / ncols), shown.shape[:2], True)
     # Black gaps: the diverging colormap uses blue and white for weights.
-    image = _draw_montage(ax, shown, ncols, cmap, -limit, limit, labels, gap_color="black")
+    image = _draw_montage(ax, shown, ncols, cmap, -limit, limit, False, gap_color="black")
+    if labels:  # under each kernel, in the gap: on a 3x3 kernel a corner label hides a weight
+        height, width = shown.shape[:2]
+        rows = math.ceil(count / ncols) * (height + 1) - 1
+        ax.add_patch(matplotlib.patches.Rectangle((-0.5, rows - 0.5), ncols * (width + 1) - 1, 1, color="black"))
+        ax.set_ylim(rows + 0.5, -0.5)  # room for the last row's labels
+        _label_tiles(ax, count, ncols, height, width, 1, below=True)
     size = f"{kernels.shape[0]}x{kernels.shape[1]}"
     ax.set_title(f"'{layer}': {count} kernels of {size} ({which})", fontsize=10, y=1.0)
     _colorbar(fig, ax, cax, image, "weight")

@@ -95,6 +95,18 @@ def test_filters_use_a_diverging_scale_centred_on_zero(tiny_model):
     assert tile_labels(ax) == ["0", "1", "2", "3"]
 
 
+def test_filter_labels_sit_in_the_gaps_and_hide_no_weight(tiny_model):
+    fig = course.plot_filters(tiny_model, "c1")  # 4 kernels of 3x3: a corner label would hide a weight
+    ax = fig.axes[0]
+    kernels = course.filter_weights(tiny_model, "c1")[:, :, 0, :]
+    tiles = np.isfinite(montage(kernels, 8))  # True where a weight is drawn
+    for text in ax.texts:
+        x, y = text.get_position()
+        col, row = int(round(x + 0.4)), int(round(y + 0.45))
+        assert row >= tiles.shape[0] or not tiles[row, col], f"label {text.get_text()} is drawn over a weight"
+    assert ax.get_ylim()[0] > tiles.shape[0] - 0.5  # the last row's labels are inside the axes
+
+
 def test_filters_of_a_layer_with_many_inputs(tiny_model):
     kernels = course.filter_weights(tiny_model, "c2")
     mean = course.plot_filters(tiny_model, "c2")
