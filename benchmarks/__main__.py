@@ -88,7 +88,8 @@ def throughput_notes(rows, peak: dict, sgemm: float, mflop: float) -> list[str]:
         gflops = rate * step / 1000
         lines.append(
             f"{label}: {rate:,.0f} images/s = {gflops:.0f} GFLOP/s = "
-            f"{gflops / peak['peak_gflops']:.0%} of peak, {gflops / sgemm:.0%} of matmul"
+            f"{gflops / peak['peak_gflops']:.0%} of peak, {gflops / sgemm:.0%} of matmul "
+            f"({run['seconds']:.1f} s wall, {run['cpu_seconds']:.1f} s CPU)"
         )
     return lines
 
@@ -119,12 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     notes = throughput_notes(rows, peak, sgemm, mflop)
     if args.quick:
         notes.append("QUICK MODE: sizes are shrunk, so the verdicts do not judge the goals.")
+    load = os.getloadavg()
+    notes.append(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {peak['cores']} cores")
     print(table)
     print("\n".join(notes))
     info = {
         "quick": args.quick,
         "seconds": time.perf_counter() - started,
-        "load_average": os.getloadavg(),
+        "load_average": load,
         "python": platform.python_version(),
         "cpu": peak,
         "sgemm_gflops": sgemm,

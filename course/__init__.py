@@ -22,7 +22,14 @@ from course.activations import (  # noqa: E402
 from course.analysis import activation_stats, dead_filters, filter_weights, top_channels  # noqa: E402
 from course.data import load_mnist  # noqa: E402
 from course.errors import CourseError, DatasetError, InputShapeError, LayerError  # noqa: E402
-from course.model import Recipe, build_model, load_or_train_model, read_metadata, train_model  # noqa: E402
+from course.model import (  # noqa: E402
+    SEED_RECIPE,
+    Recipe,
+    build_model,
+    load_or_train_model,
+    read_metadata,
+    train_model,
+)
 from course.normalize import normalize_maps, to_uint8  # noqa: E402
 from course.plotting import compare_layers, montage, plot_feature_maps, plot_filters  # noqa: E402
 
@@ -60,6 +67,7 @@ __all__ = [
     "InputShapeError",
     "LayerError",
     "Recipe",
+    "SEED_RECIPE",
     "__version__",
     "activation_model",
     "activation_stats",
