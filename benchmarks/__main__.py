@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = cpu_peak()
     sgemm = measured_sgemm_gflops(1024 if args.quick else 4096)
     mflop = forward_mflop(model)
-    table = format_table(rows)
+    table = format_table(rows, args.quick)
     notes = throughput_notes(rows, peak, sgemm, mflop)
     if args.quick:
         notes.append("QUICK MODE: sizes are shrunk, so the verdicts do not judge the goals.")

@@ -95,8 +95,8 @@ def _number(value: float | None, unit: str) -> str:
     return f"{value:.4g} {unit}"
 
 
-def format_table(rows: list[Row]) -> str:
-    """The results as an aligned text table, one line per item."""
+def format_table(rows: list[Row], quick: bool = False) -> str:
+    """The results as an aligned text table, one line per item (verdicts marked in quick mode)."""
     header = ("item", "ours", "baseline", "ratio", "goal", "measured", "result")
     lines = [
         (
@@ -106,7 +106,7 @@ def format_table(rows: list[Row]) -> str:
             "-" if row.ratio is None else f"{row.ratio:.1f}x",
             row.goal,
             row.shown,
-            {True: "met", False: "MISSED", None: "not measured"}[row.met],
+            {True: "met", False: "MISSED", None: "not measured"}[row.met] + (" (quick)" if quick else ""),
         )
         for row in rows
     ]

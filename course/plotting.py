@@ -16,6 +16,7 @@ import matplotlib
 import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.path import Path
 from matplotlib.text import Text
 from matplotlib.textpath import TextPath
@@ -107,19 +108,19 @@ class _TileLabel(Text):
         """Nothing: the axes' :class:`_TileLabels` draws every tile label in one pass."""
 
 
-@functools.lru_cache(maxsize=256)
-def _glyph(char: str, size: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """The outline of ``char`` at ``size`` points (baseline at 0) and its advance, in points."""
-    outline = TextPath((0, 0), char, size=size)
-    zero = TextPath((0, 0), "0", size=size).vertices
-    after = TextPath((0, 0), char + "0", size=size).vertices[len(outline.vertices) :]
+@functools.lru_cache(maxsize=512)
+def _glyph(char: str, font: FontProperties) -> tuple[np.ndarray, np.ndarray, float]:
+    """The outline of ``char`` in ``font`` (baseline at 0) and its advance, in points."""
+    outline = TextPath((0, 0), char, prop=font)
+    zero = TextPath((0, 0), "0", prop=font).vertices
+    after = TextPath((0, 0), char + "0", prop=font).vertices[len(outline.vertices) :]
     return outline.vertices, outline.codes, float(after[:, 0].min() - zero[:, 0].min())
 
 
-@functools.lru_cache(maxsize=16)
-def _line_metrics(size: float) -> tuple[float, float]:
-    """Ascent and descent of a line of text at ``size`` points (as Text measures "lp")."""
-    y = TextPath((0, 0), "lp", size=size).vertices[:, 1]
+@functools.lru_cache(maxsize=32)
+def _line_metrics(font: FontProperties) -> tuple[float, float]:
+    """Ascent and descent of a line of text in ``font`` (as Text measures "lp"), in points."""
+    y = TextPath((0, 0), "lp", prop=font).vertices[:, 1]
     return float(y.max()), float(-y.min())
 
 
@@ -128,7 +129,7 @@ class _TileLabels(Artist):
 
     Hundreds of ``Text`` artists each doing their own layout, box and glyph rendering took
     about 1 s for 512 tiles; outlines of cached glyphs take a few milliseconds. Each label's
-    own text, position, colour, size and visibility are honoured.
+    own text, position, colour, font and visibility are honoured.
     """
 
     def __init__(self):
@@ -144,12 +145,12 @@ class _TileLabels(Artist):
         corners = self.axes.transData.transform([label.get_position() for label in labels])
         boxes, glyphs = [], {}
         for (left, top), label in zip(corners, labels):
-            size = label.get_fontsize()
-            ascent, descent = _line_metrics(size)
-            pad, baseline, pen = 0.1 * size * scale, top - ascent * scale, left
+            font = label.get_fontproperties()
+            ascent, descent = _line_metrics(font)
+            pad, baseline, pen = 0.1 * font.get_size_in_points() * scale, top - ascent * scale, left
+            color = matplotlib.colors.to_rgba(label.get_color(), label.get_alpha())
             for char in label.get_text():
-                vertices, codes, advance = _glyph(char, size)
-                color = matplotlib.colors.to_rgba(label.get_color(), label.get_alpha())
+                vertices, codes, advance = _glyph(char, font)
                 glyphs.setdefault(color, []).append((vertices * scale + (pen, baseline), codes))
                 pen += advance * scale
             bottom = baseline - descent * scale
