@@ -21,7 +21,13 @@ from course.activations import (  # noqa: E402
 )
 from course.analysis import activation_stats, dead_filters, filter_weights, top_channels  # noqa: E402
 from course.data import load_mnist  # noqa: E402
-from course.errors import CourseError, DatasetError, InputShapeError, LayerError  # noqa: E402
+from course.errors import (  # noqa: E402
+    CourseError,
+    DatasetError,
+    InputShapeError,
+    LayerError,
+    ReferenceNotAllowed,
+)
 from course.model import (  # noqa: E402
     SEED_RECIPE,
     Recipe,
@@ -30,6 +36,7 @@ from course.model import (  # noqa: E402
     read_metadata,
     train_model,
 )
+from course.checks import reference_off_limits  # noqa: E402  (test cells use course.checks.reference_off_limits)
 from course.normalize import normalize_maps, to_uint8  # noqa: E402
 from course.plotting import compare_layers, montage, plot_feature_maps, plot_filters  # noqa: E402
 
@@ -67,6 +74,7 @@ __all__ = [
     "InputShapeError",
     "LayerError",
     "Recipe",
+    "ReferenceNotAllowed",
     "SEED_RECIPE",
     "__version__",
     "activation_model",
@@ -87,6 +95,7 @@ __all__ = [
     "plot_feature_maps",
     "plot_filters",
     "read_metadata",
+    "reference_off_limits",
     "to_uint8",
     "top_channels",
     "train_model",

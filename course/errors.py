@@ -16,3 +16,25 @@ class LayerError(CourseError, ValueError):
 
 class InputShapeError(CourseError, ValueError):
     """Images whose shape does not fit the model."""
+
+
+class ReferenceNotAllowed(CourseError, AssertionError):
+    """A student's function called the package function that solves its exercise.
+
+    It is an ``AssertionError`` too: for a test cell (and a grader) it is a failed check of
+    the student's work, with a sentence that says what to do.
+
+    Args:
+        exercise: The function the exercise asks for, e.g. ``"get_feature_maps"``.
+        reference: The ``course`` function that was called, e.g. ``"extract_feature_maps"``.
+    """
+
+    def __init__(self, exercise: str, reference: str):
+        self.exercise, self.reference = exercise, reference
+        super().__init__(
+            f"this exercise asks you to write `{exercise}` yourself; `course.{reference}` does it for you, "
+            "so it is not allowed here"
+        )
+
+    def __reduce__(self):
+        return type(self), (self.exercise, self.reference)
