@@ -9,16 +9,20 @@ marks; each untouched student version executes to the end and gets zero; harmles
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
+
+import course as course_package  # `course` is the nbgrader course fixture below
 
 from grader import release as rel
 
@@ -471,6 +475,8 @@ MISTAKES = {
          "    return m / m.max() if m.max() else np.zeros_like(m)", "subtract the minimum"),
         ("def normalize_map(m):\n    m -= m.min()\n    top = m.max()\n"
          "    return (m / top if top else np.zeros_like(m)).astype(np.float32)", "the input map was modified"),
+        ("def normalize_map(m):\n    warnings.warn('note', UserWarning)\n    m = np.asarray(m, dtype=np.float32)\n"
+         "    return (m - m.min()) / (m.max() - m.min())", "check for max == min"),
     ],
     "normalize_maps_tests": [
         ("def normalize_maps(maps, mode='per_map'):\n"
@@ -522,11 +528,99 @@ MISTAKES = {
          "expected channels [1, 3, 5]"),
     ],
 }
-#: Helpers the wrong implementations above may use (defined in the notebook's namespace).
+
+
+def refused(exercise: str, reference: str) -> str:
+    """The sentence a visible test shows when the student's function calls the exercise's reference."""
+    return (f"this exercise asks you to write `{exercise}` yourself; `course.{reference}` does it for you, "
+            "so it is not allowed here")
+
+
+#: Answers that hand the job to the package function the exercise asks the student to write: each
+#: would pass (or nearly) if it were allowed; the visible test must refuse it with the sentence.
+REFERENCE_CALLS = {
+    "build_cnn_tests": [("def build_cnn():\n    return course.build_model()", "build_cnn", "build_model")],
+    "make_activation_model_tests": [
+        ("def make_activation_model(model, layer_name):\n    return course.activation_model(model, layer_name)",
+         "make_activation_model", "activation_model"),
+    ],
+    "get_feature_maps_tests": [
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    return course.extract_feature_maps(model, image, layer_name)[layer_name][0]",
+         "get_feature_maps", "extract_feature_maps"),
+        ("def get_feature_maps(model, image, layer_name):\n"  # an alias bound in an earlier cell
+         "    return efm(model, image, layer_name)[layer_name][0]", "get_feature_maps", "extract_feature_maps"),
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    return np.asarray(course.activations.activation_model(model, layer_name)(image[None])[layer_name])[0]",
+         "get_feature_maps", "activation_model"),
+    ],
+    "plot_feature_map_grid_tests": [
+        ("def plot_feature_map_grid(maps, ncols=8):\n    return course.plot_feature_maps(maps, ncols=ncols)",
+         "plot_feature_map_grid", "plot_feature_maps"),
+    ],
+    "conv_layer_names_tests": [
+        ("def conv_layer_names(model):\n    return course.conv_layer_names(model)", "conv_layer_names", "conv_layer_names"),
+    ],
+    "extract_all_conv_maps_tests": [
+        ("def extract_all_conv_maps(model, images):\n"
+         "    return course.extract_feature_maps(model, images, conv_layer_names(model))",
+         "extract_all_conv_maps", "extract_feature_maps"),
+    ],
+    "normalize_map_tests": [
+        ("def normalize_map(m):\n    return course.normalize_maps(np.asarray(m, np.float32)[..., None])[..., 0]",
+         "normalize_map", "normalize_maps"),
+    ],
+    "normalize_maps_tests": [
+        ("def normalize_maps(maps, mode='per_map'):\n    return course.normalize_maps(maps, mode)",
+         "normalize_maps", "normalize_maps"),
+    ],
+    "to_uint8_tests": [("def to_uint8(x):\n    return course.to_uint8(x)", "to_uint8", "to_uint8")],
+    "get_filters_tests": [
+        ("def get_filters(model, layer_name):\n    return course.filter_weights(model, layer_name)",
+         "get_filters", "filter_weights"),
+    ],
+    "plot_filters_tests": [
+        ("def plot_filters(kernels, ncols=8):\n    return course.plot_filters(model, 'conv1', in_channel=0, ncols=ncols)",
+         "plot_filters", "plot_filters"),
+    ],
+    "find_dead_filters_tests": [
+        ("def find_dead_filters(maps, threshold=0.0):\n    return course.dead_filters(maps, threshold)",
+         "find_dead_filters", "dead_filters"),
+    ],
+    "strongest_filters_tests": [
+        ("def strongest_filters(maps, k=5):\n    return course.top_channels(maps, k)", "strongest_filters", "top_channels"),
+    ],
+    # Notebook 6's other mistakes live in test_notebook06.py; its first exercise is enough here.
+    "saliency_tests": [
+        ("def saliency(model, image, class_index=None):\n"
+         "    return course.saliency_map(model, image, class_index=class_index)", "saliency", "saliency_map"),
+    ],
+}
+for _grade_id, _answers in REFERENCE_CALLS.items():
+    MISTAKES.setdefault(_grade_id, []).extend((answer, refused(exercise, reference))
+                                              for answer, exercise, reference in _answers)
+
+#: Helpers the wrong implementations above may use (defined in the notebook's namespace); none of
+#: them goes through a package function that an exercise may not call.
 MISTAKE_HELPERS = (
+    "from course import extract_feature_maps as efm\n"
     "def get(model, images, name):\n"
-    "    return course.extract_feature_maps(model, images, name)[name]\n"
+    "    sub = keras.Model(model.inputs[0], model.get_layer(name).output)\n"
+    "    return np.asarray(sub(np.asarray(images, np.float32), training=False))\n"
 )
+
+#: test grade id -> [(a correct but unusual implementation, why it must pass)]: fairness cases.
+CORRECT_ANSWERS = {
+    "normalize_map_tests": [
+        ("def normalize_map(m):\n    warnings.warn('note', UserWarning)\n    m = np.asarray(m, dtype=np.float32)\n"
+         "    low, high = m.min(), m.max()\n    return np.zeros_like(m) if high == low else (m - low) / (high - low)",
+         "a harmless UserWarning is not a division by zero"),
+        ("def normalize_map(m):\n    warnings.warn('float32 on purpose', RuntimeWarning)\n"
+         "    m = np.asarray(m, dtype=np.float32)\n    span = m.max() - m.min()\n"
+         "    return (m - m.min()) / span if span else np.zeros_like(m)",
+         "a RuntimeWarning that is not numpy's division warning does not count either"),
+    ],
+}
 
 
 def _solution_code(name: str) -> dict[str, str]:
@@ -550,36 +644,169 @@ NOTEBOOKS_WITH_MISTAKES = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NOTEBOOKS_WITH_MISTAKES)
-def test_visible_tests_catch_the_common_mistakes(name):
-    """Run the student version (exercises filled with the solutions) in this process; before each
-    visible test cell, swap in each typical wrong implementation: the cell must fail with feedback."""
+def _swap_in(name: str, table: dict) -> list[tuple[str, str, BaseException | None]]:
+    """Run the student version of ``name`` in this process, the exercises filled with the solutions;
+    before each visible test cell named in ``table``, swap in each of its implementations and run
+    the cell. Returns (grade id, implementation, the error the cell raised or None) for each."""
     solutions = _solution_code(name)
     cells = [cell for cell in read(student_path(name)).cells if cell.cell_type == "code"]
-    last = max(i for i, cell in enumerate(cells) if nbgrader(cell).get("grade_id") in MISTAKES)
+    last = max(i for i, cell in enumerate(cells) if nbgrader(cell).get("grade_id") in table)
     namespace = {"__name__": "__main__"}
-    defined, missed = [], []
+    defined, outcomes = [], []
     for cell in cells[: last + 1]:
         meta = nbgrader(cell)
         if meta.get("solution"):
             defined.append(solutions[meta["grade_id"]])
             _run(defined[-1], namespace)
             continue
-        for wrong, feedback in MISTAKES.get(meta.get("grade_id"), []):
-            _run(MISTAKE_HELPERS + wrong, namespace)
+        for answer, _ in table.get(meta.get("grade_id"), []):
+            _run(MISTAKE_HELPERS + answer, namespace)
             try:
                 _run(cell.source, namespace)
-            except AssertionError as error:
-                if feedback not in str(error):
-                    missed.append(f"{meta['grade_id']}: {wrong.splitlines()[-1].strip()!r} got {str(error)!r}, "
-                                  f"expected feedback containing {feedback!r}")
-            except Exception as error:  # noqa: BLE001 (any other failure is feedback-less)
-                missed.append(f"{meta['grade_id']}: {wrong.splitlines()[-1].strip()!r} raised "
-                              f"{type(error).__name__}: {error}, not an AssertionError with feedback")
+            except Exception as error:  # noqa: BLE001 (the caller judges every failure)
+                outcomes.append((meta["grade_id"], answer, error))
             else:
-                missed.append(f"{meta['grade_id']}: the visible tests pass this mistake: {wrong!r}")
+                outcomes.append((meta["grade_id"], answer, None))
             for code in defined:  # restore the correct functions
                 _run(code, namespace)
         _run(cell.source, namespace)
+    return outcomes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS_WITH_MISTAKES)
+def test_visible_tests_catch_the_common_mistakes(name):
+    """Before each visible test cell, swap in each typical wrong implementation (MISTAKES, read when
+    called): the cell must fail with an AssertionError carrying the feedback."""
+    feedback_of = {(grade_id, wrong): feedback for grade_id, pairs in MISTAKES.items() for wrong, feedback in pairs}
+    missed = []
+    for grade_id, wrong, error in _swap_in(name, MISTAKES):
+        feedback, last_line = feedback_of[grade_id, wrong], wrong.splitlines()[-1].strip()
+        if error is None:
+            missed.append(f"{grade_id}: the visible tests pass this mistake: {wrong!r}")
+        elif not isinstance(error, AssertionError):  # any other failure is feedback-less
+            missed.append(f"{grade_id}: {last_line!r} raised {type(error).__name__}: {error}, "
+                          "not an AssertionError with feedback")
+        elif feedback not in str(error):
+            missed.append(f"{grade_id}: {last_line!r} got {str(error)!r}, expected feedback containing {feedback!r}")
     assert not missed, "\n".join(missed)
+
+
+NOTEBOOKS_WITH_CORRECT_ANSWERS = [
+    name for name in ASSIGNMENTS
+    if any(nbgrader(c).get("grade_id") in CORRECT_ANSWERS for c in read(student_path(name)).cells)
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS_WITH_CORRECT_ANSWERS)
+def test_visible_tests_pass_correct_but_unusual_answers(name):
+    """Fairness: a correct answer written another way (e.g. one that also emits a harmless warning)
+    passes its visible test."""
+    failed = [f"{grade_id}: {answer!r} failed with {type(error).__name__}: {error} ({why})"
+              for grade_id, answer, error in _swap_in(name, CORRECT_ANSWERS)
+              if error is not None
+              for why in [dict(CORRECT_ANSWERS[grade_id])[answer]]]
+    assert not failed, "\n".join(failed)
+
+
+# --- each exercise names the package functions that solve it; its visible test refuses them ------
+
+
+def _exercises(name: str):
+    """(exercise name, its solution cell, its test cell) for every exercise of ``name``."""
+    cells = read(solution_path(name)).cells
+    tests = {nbgrader(c)["grade_id"]: c for c in cells if c.cell_type == "code" and nbgrader(c).get("grade")}
+    for cell in cells:
+        if cell.cell_type == "code" and nbgrader(cell).get("solution"):
+            exercise = nbgrader(cell)["grade_id"]
+            assert f"{exercise}_tests" in tests, f"{name}: exercise '{exercise}' has no test cell '{exercise}_tests'"
+            yield exercise, cell, tests[f"{exercise}_tests"]
+
+
+def _parse(source: str) -> ast.Module:
+    return ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%")))
+
+
+def _off_limits_blocks(tree: ast.AST) -> list[tuple[ast.With, object, object]]:
+    """Every ``with course.checks.reference_off_limits(exercise, [...]):`` with its literal arguments."""
+    blocks = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With):
+            for item in node.items:
+                call = item.context_expr
+                if isinstance(call, ast.Call) and ast.unparse(call.func).endswith("reference_off_limits"):
+                    assert ast.unparse(call.func) == "course.checks.reference_off_limits", (
+                        f"call it as course.checks.reference_off_limits, got {ast.unparse(call.func)}"
+                    )
+                    blocks.append((node, *(ast.literal_eval(arg) for arg in call.args)))
+    return blocks
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_each_exercise_names_its_reference_and_its_visible_test_refuses_it(name):
+    for exercise, solution, test in _exercises(name):
+        where = f"solutions/{name} exercise '{exercise}'"
+        reference = solution.metadata.get("grader", {}).get("reference")
+        assert isinstance(reference, list) and all(isinstance(r, str) for r in reference), (
+            f"{where}: expected cell metadata \"grader\": {{\"reference\": [names of course functions]}}, got {reference!r}"
+        )
+        for ref in reference:
+            function = getattr(course_package, ref, None)
+            assert isinstance(function, types.FunctionType) and function.__module__.startswith("course."), (
+                f"{where}: grader.reference names '{ref}', which is not a function of the course package"
+            )
+        solution_tree = _parse(solution.source)
+        used = {node.attr for node in ast.walk(solution_tree)
+                if isinstance(node, ast.Attribute) and ast.unparse(node.value).split(".")[0] == "course"}
+        used |= {alias.name for node in ast.walk(solution_tree) if isinstance(node, ast.ImportFrom)
+                 and (node.module or "").split(".")[0] == "course" for alias in node.names}
+        assert not used & set(reference), f"{where}: the solution itself calls its reference {sorted(used & set(reference))}"
+
+        visible = _parse(test.source.split("### BEGIN HIDDEN TESTS")[0])
+        blocks = _off_limits_blocks(visible)
+        for _, named, listed in blocks:
+            assert (named, listed) == (exercise, reference), (
+                f"{where}: its visible test refuses {listed!r} for '{named}', the metadata says {reference!r} for "
+                f"'{exercise}': keep the two lists equal (the metadata is the source of truth)"
+            )
+        inside = {id(node) for block, _, _ in blocks for statement in block.body for node in ast.walk(statement)}
+        calls = [node for node in ast.walk(visible)
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == exercise]
+        assert calls, f"{where}: its visible test never calls {exercise}"
+        if not reference:
+            assert not blocks, f"{where}: no reference in the metadata, yet its visible test refuses some"
+            continue
+        outside = [node.lineno for node in calls if id(node) not in inside]
+        assert not outside, (
+            f"{where}: visible test lines {outside} call {exercise} outside "
+            "`with course.checks.reference_off_limits(...)`"
+        )
+        for block, _, _ in blocks:
+            for statement in block.body:
+                for node in ast.walk(statement):
+                    if isinstance(node, ast.Call) and ast.unparse(node.func).startswith("course."):
+                        raise AssertionError(
+                            f"{where}: `{ast.unparse(node)}` runs inside the reference_off_limits block: compute "
+                            "expected values before the block, only the student's calls go inside"
+                        )
+
+
+def test_every_notebook_proves_its_refusal():
+    """At least one exercise per notebook has a REFERENCE_CALLS case (its visible test refuses it)."""
+    for name in ASSIGNMENTS:
+        guarded = [f"{exercise}_tests" for exercise, solution, _ in _exercises(name) if solution.metadata["grader"]["reference"]]
+        if guarded:
+            assert set(guarded) & set(REFERENCE_CALLS), f"{name}: no REFERENCE_CALLS case for any of {guarded}"
+        for grade_id in set(guarded) & set(REFERENCE_CALLS):
+            exercise = grade_id.removesuffix("_tests")
+            reference = dict(_exercises_meta(name))[exercise]
+            for _, named, ref in REFERENCE_CALLS[grade_id]:
+                assert named == exercise and ref in reference, (
+                    f"{name}: REFERENCE_CALLS['{grade_id}'] expects `course.{ref}` to be refused for '{named}', "
+                    f"but the metadata of '{exercise}' lists {reference}"
+                )
+
+
+def _exercises_meta(name: str):
+    return [(exercise, solution.metadata["grader"]["reference"]) for exercise, solution, _ in _exercises(name)]
