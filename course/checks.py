@@ -56,7 +56,10 @@ def {name}(*args, **kwargs):
     """Guard of course.{reference} (course.checks.reference_off_limits); {serial}."""
     import sys
     from course.checks import _guarded_call
-    return _guarded_call(sys._getframe(), args, kwargs)
+    refused, result = _guarded_call(sys._getframe(), args, kwargs)
+    if refused:
+        raise result  # raised here, so the student's traceback ends at the call they wrote
+    return result
 '''
 
 
@@ -64,8 +67,9 @@ def _is_course_module(name: object) -> bool:
     return isinstance(name, str) and (name == "course" or name.startswith("course."))
 
 
-def _guarded_call(frame: types.FrameType, args: tuple, kwargs: dict):
-    """Run by every guard: the original code for the package's own calls, else refuse."""
+def _guarded_call(frame: types.FrameType, args: tuple, kwargs: dict) -> tuple[bool, object]:
+    """Run by every guard: ``(False, result)`` of the original code for the package's own calls,
+    else ``(True, the ReferenceNotAllowed to raise)``."""
     state = _REGISTRY[frame.f_code]
     caller = frame.f_back
     module = caller.f_globals.get("__name__") if caller is not None else None
@@ -73,11 +77,11 @@ def _guarded_call(frame: types.FrameType, args: tuple, kwargs: dict):
     with _LOCK:
         scopes = list(state.scopes)
     if not scopes or _is_course_module(module):
-        return state.run_original(*args, **kwargs)
+        return False, state.run_original(*args, **kwargs)
     for scope in scopes:
         if state.reference not in scope.called:
             scope.called.append(state.reference)
-    raise ReferenceNotAllowed(scopes[-1].exercise, state.reference)
+    return True, ReferenceNotAllowed(scopes[-1].exercise, state.reference)
 
 
 def _known_functions(package: types.ModuleType) -> list[str]:
@@ -107,8 +111,8 @@ def _resolve(reference: str) -> types.FunctionType:
         raise ValueError(f"{reference!r} is not a function of the course package{hint}; known functions: {known}")
     if target.__closure__ or target.__code__.co_freevars:
         raise TypeError(
-            f"course.{reference} is a closure or a decorator's wrapper (it uses variables of an enclosing function): "
-            "reference_off_limits can only guard plain module-level functions"
+            f"course.{reference} is a closure or a decorator's wrapper (it uses variables of an "
+            "enclosing function): reference_off_limits can only guard plain module-level functions"
         )
     return target
 
