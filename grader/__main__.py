@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from grader.engine import Limits, Task, grade_many, submission_hash
+from grader.engine import GraderError, Limits, Task, canary, grade_many, isolation_available, submission_hash
 from grader.instructor import (
     Course,
     DEFAULT_REGEXP,
@@ -26,9 +26,15 @@ from grader.instructor import (
 
 
 def _autograde(course: Course, args) -> int:
+    if args.jobs < 1:
+        raise GraderError(f"--jobs must be at least 1, got {args.jobs}")
     shard = parse_shard(args.shard) if args.shard else None
     results = Path(args.results_dir) if args.results_dir else course.results
     limits = Limits(cell_timeout=args.cell_timeout, submission_timeout=args.timeout, memory_mb=args.memory_mb)
+    isolated = isolation_available(required=not args.weak_isolation)
+    if not isolated:
+        print("warning: --weak-isolation: submissions run with Landlock and seccomp only, without namespaces "
+              "(see grader/README.md, threat model)", file=sys.stderr)
     tasks, skipped, cache = [], 0, {}
     for name, student, notebook in submissions(course, args.assignment or None, args.student):
         if not in_shard(name, student, shard):
@@ -37,26 +43,46 @@ def _autograde(course: Course, args) -> int:
             cache[name] = course.assignment(name)
         assignment = cache[name]
         out = result_path(results, name, student)
-        if not args.force and is_current(out, submission_hash(notebook, assignment)):
+        files = tuple(f for f in notebook.parent.iterdir() if f.suffix != ".ipynb" and not f.is_symlink() and f.is_file())
+        if not args.force and is_current(out, submission_hash(notebook, assignment, files)):
             skipped += 1
             continue
-        files = tuple(f for f in notebook.parent.iterdir() if f.is_file() and f.suffix != ".ipynb")
         tasks.append(Task(assignment, notebook, student, out, files))
     where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     print(f"{len(tasks)} submission(s) to grade{where}, {skipped} unchanged since the last run (use --force to regrade)")
-    done = grade_many(tasks, jobs=args.jobs, limits=limits, zygote=not args.no_zygote,
-                      progress=not args.quiet, log_dir=course.root / "grading")
-    broken = [r for r in done if r.get("problems")]
-    for r in broken:
-        print(f"  {r['student']}/{r['assignment']}: {r['score']:g}/{r['max_score']:g}; " + "; ".join(r["problems"])[:300])
+    if tasks and not args.no_canary:
+        assignments = list({t.assignment.name: t.assignment for t in tasks}.values())
+        print(f"canary: grading the solution of {', '.join(a.name for a in assignments)} first", flush=True)
+        canary(assignments, limits, isolated)
+    done = grade_many(tasks, jobs=args.jobs, limits=limits, progress=not args.quiet,
+                      log_dir=course.root / "grading", isolated=isolated)
+    for r in done:
+        if r["status"] == "graded" and r.get("problems"):
+            print(f"  {r['student']}/{r['assignment']}: {r['score']:g}/{r['max_score']:g}; " + "; ".join(r["problems"])[:300])
+    failed = [r for r in done if r["status"] != "graded"]
     if shard is None and not args.no_merge and results == course.results and done:
         print(f"merged {merge(course)} result(s) into {course.gradebook}")
     elif shard is not None:
         print(f"results in {results}; combine the shards with: python -m grader merge {results}")
+    if failed:
+        print(f"{len(failed)} submission(s) NOT GRADED because the grader itself failed (not the students' fault; "
+              "they are not in the gradebook and a rerun grades them again):", file=sys.stderr)
+        for r in failed:
+            print(f"  {r['student']}/{r['assignment']}: " + "; ".join(r["problems"])[:300], file=sys.stderr)
+        return 3
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; every error of the grader becomes one sentence and exit code 2."""
+    try:
+        return _main(argv)
+    except GraderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["check"]:
         from grader.selfcheck import main as check_main
@@ -85,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--student", help="grade one student only")
     p.add_argument("--results-dir", help="where result files go (default grading/results; shards may use their own)")
     p.add_argument("--no-merge", action="store_true", help="do not update the gradebook at the end")
-    p.add_argument("--no-zygote", action="store_true", help="start every sandbox as a new Python (slower)")
+    p.add_argument("--no-canary", action="store_true", help="skip grading the solution notebook first")
+    p.add_argument("--weak-isolation", action="store_true",
+                   help="grade without bubblewrap namespaces (Landlock and seccomp only; see grader/README.md)")
     p.add_argument("--cell-timeout", type=float, default=Limits.cell_timeout, help="seconds per cell (default %(default)s)")
     p.add_argument("--timeout", type=float, default=Limits.submission_timeout, help="seconds per submission (default %(default)s)")
     p.add_argument("--memory-mb", type=int, default=Limits.memory_mb, help="resident memory per sandbox (default %(default)s)")

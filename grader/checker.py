@@ -1,28 +1,31 @@
-"""The trusted checker: replays the instructor's tests against what the sandbox recorded.
+"""The trusted checker: runs the instructor's tests and calls the student's functions in the sandbox.
 
-It runs only the instructor's cells (set-up, demonstrations, tests with their hidden parts).
-Each graded name (``get_feature_maps``, ...) is bound to a *stub* that returns, call by call,
-the value the student's function returned in the sandbox, rebuilt from plain data by
-:mod:`grader.codec` (or raises the exception it raised). No student code ever runs here, so
-patched libraries, odd ``__eq__`` methods or tricks with the sandbox's memory cannot change a
-verdict: a check passes only when the values the student's code produced pass it.
+It runs only the instructor's cells (set-up, the demonstration cells the tests need, the tests
+with their hidden parts); no student code ever runs here. Each graded name
+(``get_feature_maps``, ...) is bound to a *stub*: a call encodes its arguments as plain data
+(:mod:`grader.codec`, files in the sandbox's read-only inbox), asks the grader to call the
+student's function in the sandbox, and rebuilds the returned value from plain data, strictly
+(or raises the exception the student's function raised). So the hidden tests never enter the
+sandbox, and patched libraries, odd ``__eq__`` methods or tricks with the sandbox's memory
+cannot change a verdict: a check passes only when the values the student's code returned pass it.
 
-``python -m grader.checker`` serves requests (JSON lines) so that one checker process can grade
-many submissions of one assignment: the set-up before the first exercise runs once.
+``python -m grader.checker`` serves the grader over JSON lines (see :func:`serve`); one
+checker grades many submissions of one assignment, running the set-up once.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import random
 import re
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
-from grader.codec import SubmissionError, Unsupported, decode, rebuild_exception
+from grader.codec import Encoder, SubmissionError, Unsupported, decode, rebuild_exception
 from grader.notebook import namespace, read_source
 
 _HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", re.S)
@@ -63,6 +66,12 @@ def describe_failure(exc: BaseException, source: str, filename: str) -> str:
     return text
 
 
+def reference_message(exercise: str, reference: str) -> str:
+    """What a student reads when their function calls the package function that solves it."""
+    return (f"this exercise asks you to write `{exercise}` yourself; `course.{reference}` does it "
+            "for you, so it is not allowed here")
+
+
 def _fresh(value):
     """A per-submission copy of set-up state that tests may change: arrays and random generators."""
     import copy
@@ -76,147 +85,198 @@ def _fresh(value):
     return value
 
 
-class Checker:
-    """Replays one assignment's tests; :meth:`check` grades one submission's records."""
+def _names(code: str) -> tuple[set, set]:
+    """(names read, names written) anywhere in a cell: a safe over-approximation."""
+    import ast
 
-    def __init__(self, source: str | os.PathLike):
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set(), set()
+    reads, writes = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (writes if isinstance(node.ctx, (ast.Store, ast.Del)) else reads).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            writes.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            writes |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return reads, writes
+
+
+class Checker:
+    """One assignment's tests; :meth:`begin`, then :meth:`run_test` per test, grade one submission.
+
+    Args:
+        source: The instructor's source notebook.
+        relay: ``relay(request) -> reply``: asks the grader to call a student function in the
+            sandbox (``request`` is ``{"name", "args", "kwargs"}``; the reply is the sandbox's
+            ``return`` message, or ``{"failure": reason}`` when the sandbox could not answer).
+    """
+
+    def __init__(self, source: str | os.PathLike, relay):
+        from grader.notebook import to_python
+
         self.assignment = read_source(source)
+        self.relay = relay
         self.graded = self.assignment.graded_names
-        self.replay = None
         self.base = namespace()
         for name in self.graded:
             self.base[name] = self._stub(name)
-        from grader.notebook import Submission, program
-
-        self.steps = program(self.assignment, Submission())
-        first = next(i for i, s in enumerate(self.steps) if s["kind"] == "student")
-        self.setup, self.rest = self.steps[:first], self.steps[first + 1:]
+        steps = []
+        for cell in self.assignment.cells:
+            if cell.kind in ("context", "test", "solution", "manual"):
+                try:
+                    code = to_python(cell.source) if cell.kind in ("context", "test") else ""
+                except Exception:
+                    code = cell.source
+                steps.append((cell.kind, cell.grade_id, code))
+        first = next(i for i, s in enumerate(steps) if s[0] in ("solution", "manual"))
         self.setup_errors = []
-        for step in self.setup:
-            try:
-                exec(compile(step["source"], f"<{step['key']}>", "exec"), self.base)
-            except Exception as exc:
-                self.setup_errors.append(f"set-up cell {step['key']} failed: {type(exc).__name__}: {exc}")
+        for kind, _, code in steps[:first]:
+            if kind == "context":
+                try:
+                    exec(compile(code, "<set-up>", "exec"), self.base)
+                except Exception as exc:
+                    self.setup_errors.append(f"a set-up cell failed: {type(exc).__name__}: {exc}")
+        # the demonstration cells after the first exercise that a later test needs, before that test
+        self.before_test: dict[str, list[str]] = {}
+        needed, pending = set(), []
+        for kind, gid, code in reversed(steps[first:]):
+            reads, writes = _names(code)
+            if kind == "test":
+                needed |= reads
+                self.before_test[gid] = pending = []
+            elif kind == "context" and writes & needed:
+                pending.insert(0, code)
+                needed |= reads
         import numpy as np
 
         self.random_state = (random.getstate(), np.random.get_state())
+        self.cache = Path(tempfile.mkdtemp(prefix="checker-models-"))
+        self.models: dict[int, tuple] = {}
+        self.namespace, self.encoder, self.outbox, self.failure = None, None, None, ""
 
-    def _stub(self, name: str):
-        def call(*args, **kwargs):
-            return self.replay.next(name, args, kwargs)
+    def close(self) -> None:
+        shutil.rmtree(self.cache, ignore_errors=True)
 
-        call.__name__ = call.__qualname__ = name
-        return call
-
-    def check(self, records: dict, aborts: dict, blob_dir: str, skip: list | None = None) -> dict:
-        """Grade one submission.
-
-        Args:
-            records: step key -> the sandbox's events for it (``call`` and ``cellerror``).
-            aborts: step key -> why the sandbox stopped during it (timeout, memory, exit).
-            blob_dir: where the sandbox wrote arrays and models.
-            skip: keys of context cells the sandbox did not run (not needed by any test).
-
-        Returns:
-            ``{"tests": {grade_id: {"passed", "points", "max_points", "message"}}, "notes": [...]}``.
-        """
+    def begin(self, inbox: str, outbox: str) -> None:
+        """Start grading one submission: fresh state, arguments go to ``inbox``, values come from ``outbox``."""
         import numpy as np
 
         random.setstate(self.random_state[0])
         np.random.set_state(self.random_state[1])
-        self.replay = _Replay(records, aborts, Path(blob_dir))
-        # fresh copies of the set-up's arrays: a replayed in-place change must not leak into
-        # the next submission
-        namespace = {k: _fresh(v) for k, v in self.base.items()}
-        tests, notes, context_failure = {}, list(self.setup_errors), ""
-        skip = set(skip or [])
-        for step in self.rest:
-            key, source = step["key"], step["source"]
-            if step["kind"] == "context" and key in skip:
-                continue
-            self.replay.key = key
-            filename = f"<{key}>"
-            try:
-                exec(compile(source, filename, "exec"), namespace)
-                error = None
-            except Exception as exc:
-                error = exc
-            if step["kind"] == "context":
-                if error is not None:
-                    context_failure = describe_failure(error, source, filename)
-                continue
-            cell = next(c for c in self.assignment.tests if c.grade_id == key)
-            if error is None:
-                tests[key] = {"passed": True, "points": cell.points, "max_points": cell.points, "message": ""}
-                continue
-            message = describe_failure(error, source, filename)
-            if isinstance(error, NameError) and context_failure:
-                message += f" (an earlier cell failed: {context_failure})"
-            tests[key] = {"passed": False, "points": 0.0, "max_points": cell.points, "message": message[:1000]}
-        return {"tests": tests, "notes": notes}
+        self.namespace = {k: _fresh(v) for k, v in self.base.items()}
+        self.encoder = Encoder(inbox, models=self.models, model_cache=self.cache)
+        self.outbox = Path(outbox)
 
+    def _stub(self, name: str):
+        def call(*args, **kwargs):
+            return self._call(name, args, kwargs)
 
-class _Replay:
-    """The recorded calls of one submission, consumed in order per step."""
+        call.__name__ = call.__qualname__ = name
+        return call
 
-    def __init__(self, records: dict, aborts: dict, blob_dir: Path):
-        self.calls = {k: collections.deque(e for e in v if e.get("event") == "call") for k, v in records.items()}
-        self.cell_errors = {k: e["error"] for k, v in records.items() for e in v if e.get("event") == "cellerror"}
-        self.aborts, self.blob_dir, self.key = aborts, blob_dir, ""
-
-    def next(self, name: str, args: tuple, kwargs: dict):
-        from grader.codec import fingerprint
-
-        queue = self.calls.get(self.key)
-        if not queue:
-            if self.key in self.aborts:
-                raise SubmissionError(str(self.aborts[self.key]))
-            error = self.cell_errors.get(self.key)
-            if error:
-                raise SubmissionError(
-                    f"this check stopped early in the sandbox ({error.get('type')}: {error.get('message', '')[:300]})"
-                )
-            raise SubmissionError(f"{name} was not run in the sandbox for this check")
-        event = queue.popleft()
-        if event.get("name") != name:
-            raise SubmissionError(f"the sandbox ran {event.get('name')!r} where the checks call {name!r}")
+    def _call(self, name: str, args: tuple, kwargs: dict):
+        encoded = [self.encoder.encode(a) for a in args]
+        named = {k: self.encoder.encode(v) for k, v in kwargs.items()}
+        for value in [*encoded, *named.values()]:
+            if value.get("t") == "unsupported":
+                raise RuntimeError(f"the checks pass {name} an argument the grader cannot send to the sandbox "
+                                   f"({value.get('type')}): the source notebook needs a plain-data argument")
+        reply = self.relay({"name": name, "args": encoded, "kwargs": named})
+        if reply.get("failure"):
+            self.failure = self.failure or str(reply["failure"])[:500]
+            raise SubmissionError(str(reply["failure"])[:500])
+        used = reply.get("used_reference")
+        allowed = self.assignment.references.get(name, [])
+        if isinstance(used, list):
+            for ref in used:
+                if ref in allowed:
+                    self.failure = self.failure or reference_message(name, ref)
+                    raise SubmissionError(reference_message(name, ref))
         inputs = dict([(str(k), v) for k, v in [*enumerate(args), *kwargs.items()]])
-        mine = {k: fingerprint(v) for k, v in inputs.items()}
-        if "args" in event and mine != event["args"]:
-            raise SubmissionError(
-                f"{name} got other inputs in the sandbox than in the checks: does an earlier function "
-                "change shared data in place (its inputs, a global array or the random generator `rng`)?"
-            )
-        for where, data in dict(event.get("mutated") or {}).items():
-            target = inputs.get(where)
-            new = decode(self.blob_dir, data)
-            if target is not None and getattr(target, "shape", None) == new.shape and target.flags.writeable:
+        for where, data in dict(reply.get("mutated") or {}).items():
+            target = inputs.get(str(where))
+            new = decode(self.outbox, data)
+            if getattr(target, "shape", None) == getattr(new, "shape", ()) and target.flags.writeable:
                 target[...] = new  # the student's function changed this input in place
-        if "error" in event:
-            exc = rebuild_exception(event["error"])
+        if "error" in reply:
+            exc = rebuild_exception(dict(reply["error"]))
             exc.grader_call = name
             raise exc
-        return decode(self.blob_dir, event["value"], (args, kwargs))
+        if "value" not in reply:
+            raise SubmissionError(f"the sandbox gave no value for {name}")
+        return decode(self.outbox, reply["value"], (args, kwargs))
+
+    def run_test(self, grade_id: str) -> dict:
+        """Run one test (after the demonstration cells it needs); its verdict."""
+        cell = next(c for c in self.assignment.tests if c.grade_id == grade_id)
+        context_failure = ""
+        for code in self.before_test.get(grade_id, []):
+            try:
+                exec(compile(code, "<context>", "exec"), self.namespace)
+            except Exception as exc:
+                context_failure = describe_failure(exc, code, "<context>")
+        from grader.notebook import to_python
+
+        source = to_python(cell.source)
+        filename = f"<{grade_id}>"
+        self.failure = ""
+        try:
+            exec(compile(source, filename, "exec"), self.namespace)
+            error = None
+        except Exception as exc:
+            error = exc
+        if error is None and not self.failure:
+            return {"passed": True, "points": cell.points, "max_points": cell.points, "message": ""}
+        # a sandbox failure counts even when the test's own code caught the exception
+        message = self.failure if self.failure and not isinstance(error, SubmissionError) else describe_failure(error, source, filename)
+        if isinstance(error, NameError) and context_failure:
+            message += f" (an earlier cell failed: {context_failure})"
+        return {"passed": False, "points": 0.0, "max_points": cell.points, "message": message[:1000]}
 
 
 def serve() -> int:
-    """JSON-lines server: ``{"source": path}`` once, then ``{"records", "aborts", "blob_dir"}``."""
+    """JSON lines over stdin/stdout.
+
+    Requests: ``{"op": "source", "path"}`` once; then per submission ``{"op": "begin", "inbox",
+    "outbox"}`` and ``{"op": "test", "key"}`` for each test. While a test runs the checker
+    writes ``{"op": "call", ...}`` and reads the grader's ``{"op": "reply", ...}``; it ends
+    each request with ``{"op": "done", "ok": true, ...}`` (or ``"ok": false`` and the error).
+    """
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # prints of the tests go to the log, not into the protocol
     sys.stdout = sys.stderr
+    requests = sys.stdin
+
+    def relay(request: dict) -> dict:
+        print(json.dumps({"op": "call", **request}), file=replies)
+        reply = json.loads(requests.readline())
+        return reply.get("reply") or {}
+
     checker = None
-    for line in sys.stdin:
+    for line in requests:
         request = json.loads(line)
         try:
-            if "source" in request:
-                checker = Checker(request["source"])
-                reply = {"ok": True, "notes": checker.setup_errors}
+            op = request["op"]
+            if op == "source":
+                checker = Checker(request["path"], relay)
+                reply = {"notes": checker.setup_errors}
+            elif op == "begin":
+                checker.begin(request["inbox"], request["outbox"])
+                reply = {}
+            elif op == "test":
+                reply = {"verdict": checker.run_test(request["key"])}
             else:
-                reply = {"ok": True, **checker.check(request["records"], request["aborts"], request["blob_dir"],
-                                                     request.get("skip"))}
+                raise ValueError(f"unknown request {op!r}")
+            reply = {"op": "done", "ok": True, **reply}
         except Exception as exc:
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+            reply = {"op": "done", "ok": False, "error": f"{type(exc).__name__}: {exc}",
+                     "traceback": traceback.format_exc()[-3000:]}
         print(json.dumps(reply), file=replies)
+    if checker is not None:
+        checker.close()
     return 0
 
 

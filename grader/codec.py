@@ -45,9 +45,12 @@ class SubmissionError(Exception):
 class Encoder:
     """Encode return values into JSON-able dicts, writing large parts to ``blob_dir``."""
 
-    def __init__(self, blob_dir: str | os.PathLike, prefix: int = 0):
+    def __init__(self, blob_dir: str | os.PathLike, prefix: int = 0, models: dict | None = None,
+                 model_cache: Path | None = None):
         self.blob_dir, self.prefix = Path(blob_dir), prefix
         self.blob_dir.mkdir(exist_ok=True)
+        # the checker sends the same set-up models to every sandbox: saved once, copied after
+        self.models, self.model_cache = models, model_cache
         self.count = 0
         self.items = 0
 
@@ -132,9 +135,18 @@ class Encoder:
         return {"t": "figure", "figsize": size, "dpi": float(fig.dpi), "suptitle": suptitle, "axes": axes}
 
     def model(self, model) -> dict:
+        import shutil
+
         name, path = self._blob("keras")
         try:
-            model.save(path)
+            if self.models is None:
+                model.save(path)
+            else:
+                if id(model) not in self.models:
+                    saved = self.model_cache / f"{len(self.models)}.keras"
+                    model.save(saved)
+                    self.models[id(model)] = (model, saved)  # holds the model: its id stays unique
+                shutil.copyfile(self.models[id(model)][1], path)
         except Exception as exc:
             return unsupported(model, f"a Keras model that cannot be saved ({type(exc).__name__}: {exc})")
         return {"t": "keras", "blob": name}
@@ -199,27 +211,77 @@ def encode_exception(exc: BaseException) -> dict:
 
 # ----------------------------------------------------------------------------- decoding (checker)
 def _open_blob(blob_dir: Path, name) -> bytes:
+    """The bytes of one blob, read without following links (the folder is the sandbox's)."""
     if not isinstance(name, str) or not _BLOB_NAME.fullmatch(name):
         raise Unsupported(f"malformed result (blob name {name!r})")
-    fd = os.open(blob_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        folder = os.open(blob_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        raise Unsupported(f"malformed result (no blob folder for {name})") from None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:
+        raise Unsupported(f"malformed result (blob {name} cannot be opened)") from None
+    finally:
+        os.close(folder)
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BLOB_BYTES:
             raise Unsupported(f"malformed result (blob {name} is not a regular file of at most {MAX_BLOB_BYTES} bytes)")
-        return f.read()
+        return f.read(MAX_BLOB_BYTES + 1)
 
 
 def _array(blob_dir: Path, name) -> np.ndarray:
+    """An array from a ``.npy`` blob; its header must match the file's size before anything is allocated."""
+    data = _open_blob(blob_dir, name)
+    stream = io.BytesIO(data)
     try:
-        return np.load(io.BytesIO(_open_blob(blob_dir, name)), allow_pickle=False)
-    except Unsupported:
-        raise
+        version = np.lib.format.read_magic(stream)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = header(stream)
+        if dtype.hasobject:
+            raise ValueError("object arrays are not accepted")
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if count < 0 or count * dtype.itemsize != len(data) - stream.tell():
+            raise ValueError(f"its header declares {shape} {dtype}, which does not match the file's {len(data)} bytes")
+        stream.seek(0)
+        return np.load(stream, allow_pickle=False)
     except Exception as exc:
         raise Unsupported(f"malformed result (array {name}: {exc})") from None
 
 
+def model_digest(blob_dir: Path, name) -> str:
+    """sha256 of a ``.keras`` blob (to load each distinct model once)."""
+    import hashlib
+
+    return hashlib.sha256(_open_blob(blob_dir, name)).hexdigest()
+
+
+#: A declared size (units, filters, shape dimension, ...) above this is refused before building.
+MAX_DECLARED_SIZE = 65_536
+_SIZE_KEYS = {"units", "filters", "input_dim", "output_dim", "batch_shape", "shape", "batch_input_shape",
+              "kernel_size", "target_shape", "dims", "depth_multiplier", "num_heads", "key_dim"}
+
+
+def _declared_sizes(value):
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _declared_sizes(v)
+
+
 def _check_keras_config(config) -> None:
     if isinstance(config, dict):
+        for key in sorted(_SIZE_KEYS & set(config)):
+            big = [v for v in _declared_sizes(config[key]) if v > MAX_DECLARED_SIZE]
+            if big:
+                raise Unsupported(
+                    f"a Keras model declaring {key}={big[0]:,}, far larger than any model of this course "
+                    f"(at most {MAX_DECLARED_SIZE:,}): it was not built"
+                )
         cls, module = config.get("class_name"), config.get("module")
         if isinstance(cls, str) and "config" in config:
             if cls in _KERAS_BANNED or (module is not None and not str(module).startswith("keras")):
@@ -243,17 +305,23 @@ def _keras(blob_dir: Path, name, shared=None, args=((), {})):
     data = _open_blob(blob_dir, name)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
+            if sum(i.file_size for i in z.infolist()) > 4 * MAX_BLOB_BYTES:
+                raise Unsupported("a Keras model file that unpacks to more than 1 GB")
             info = z.getinfo("config.json")
             if info.file_size > 10 * 2**20:
                 raise Unsupported("a Keras model whose config is larger than 10 MB")
             _check_keras_config(json.loads(z.read("config.json")))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
         raise Unsupported(f"malformed result (Keras model {name}: {exc})") from None
-    path = blob_dir / name
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:
-        raise Unsupported(f"a Keras model that could not be loaded back ({type(exc).__name__}: {exc})") from None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="grader-model-") as private:  # loaded from our own copy
+        path = Path(private) / "model.keras"
+        path.write_bytes(data)
+        try:
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:
+            raise Unsupported(f"a Keras model that could not be loaded back ({type(exc).__name__}: {exc})") from None
     if not shared:
         return model
     # The student's model used layers of a model it was given: use the checker's own layers

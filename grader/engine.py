@@ -1,22 +1,23 @@
-"""Grade submissions: sandbox run, checker replay, limits and the parallel pool.
+"""Grade submissions: the sandbox and the checker of each submission, limits, the parallel pool.
 
-One submission is graded in two processes. The *sandbox* (:mod:`grader.sandbox`, confined,
-fresh for every submission) runs the instructor's cells with the student's definitions and
-records what the student's functions return. The *checker* (:mod:`grader.checker`, trusted,
-reused for the submissions of one assignment) replays the instructor's tests against those
-records and decides. This module starts both, watches the sandbox (time per cell and per
-submission, resident memory, disk), turns every way a sandbox can end into a readable
-reason, restarts it past a cell that killed it, and runs N submissions at a time.
+One submission is graded by two processes that never meet. The *sandbox*
+(:mod:`grader.sandbox`, fresh for every submission, inside bubblewrap namespaces and a memory
+cgroup, :mod:`grader.isolation`) runs the submission's code cells in order, as *Restart and Run
+All* does. The *checker* (:mod:`grader.checker`, trusted, reused for the submissions of one
+assignment) runs the instructor's tests where the submission has them; each call of a student
+function is relayed by this module to the sandbox, with this module's own clock for every
+limit. Everything the sandbox says is treated as hostile. A failure of the grader itself (a
+checker or a sandbox that cannot start) is never a student's zero: the submission is regraded
+once with a new checker and otherwise reported "not graded: grader error".
 """
 
 from __future__ import annotations
 
-import ast
 import concurrent.futures
-import functools
 import hashlib
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -29,10 +30,25 @@ from pathlib import Path
 
 import psutil
 
-from grader.notebook import Assignment, Submission, program, read_submission, to_python
+from grader.isolation import MemoryCgroup, bwrap_argv, bwrap_works
+from grader.notebook import Assignment, read_submission
 
-GRADER_VERSION = "1"
+GRADER_VERSION = "2"
 ROOT = Path(__file__).resolve().parent.parent
+#: Longest line a sandbox may send (a reply with its value's plain data; arrays travel as files).
+MAX_REPLY_BYTES = 32 * 2**20
+#: Seconds a sandbox may take to start (import TensorFlow) before the grader counts it as its own failure.
+STARTUP_TIMEOUT = 180.0
+#: Seconds the trusted checker may take for one request beyond the sandbox's own time.
+CHECKER_TIMEOUT = 300.0
+
+
+class GraderError(Exception):
+    """The grader cannot do what was asked; the message says why and what to do."""
+
+
+class GraderFailure(GraderError):
+    """The grader itself failed on a submission (never the student's fault)."""
 
 
 @dataclass
@@ -43,180 +59,261 @@ class Limits:
     submission_timeout: float = 600.0
     memory_mb: int = 2500
     disk_mb: int = 512
-    attempts: int = 5
+    attempts: int = 3
 
 
 # ------------------------------------------------------------------------------ environment
-def _course_dirs() -> list[str]:
-    model = os.environ.get("COURSE_MODEL_DIR") or str(ROOT / "models")
-    data = os.environ.get("COURSE_DATA_DIR") or str(ROOT / "datasets")
-    return [model, data, str(Path.home() / ".keras" / "datasets")]
-
-
-@functools.lru_cache(maxsize=1)
-def read_paths() -> tuple[str, ...]:
-    """What a sandbox may read: Python, installed packages, the course package, models, data."""
+def course_dirs() -> dict[str, str]:
+    """The folders sandboxes read the course's data and trained models from (``course._paths``,
+    loaded on its own: importing ``course`` would import TensorFlow into the grader)."""
     import importlib.util
 
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix}
-    paths |= {p for p in sys.path if p and os.path.isdir(p) and Path(p).resolve() != ROOT}
+    location = importlib.util.find_spec("course").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("_course_paths", os.path.join(location, "_paths.py"))
+    paths = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paths)
+    return {"COURSE_MODEL_DIR": str(paths.model_dir()), "COURSE_DATA_DIR": str(paths.data_dir())}
+
+
+def read_paths() -> list[str]:
+    """What a sandbox may read: Python, the installed packages, ``course/`` and ``grader/``, the
+    trained models and the data; nothing that depends on the current directory."""
+    import importlib.util
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, *course_dirs().values(),
+             str(Path.home() / ".keras" / "datasets")}
     for name in ("course", "grader"):
         spec = importlib.util.find_spec(name)
         paths |= set(spec.submodule_search_locations or [])
-    try:
-        import matplotlib
-
-        paths |= {matplotlib.get_configdir(), matplotlib.get_cachedir()}
-    except Exception:
-        pass
-    paths |= set(_course_dirs())
-    paths |= {"/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/localtime", "/etc/fonts",
-              "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/matplotlibrc",
-              "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/sys/devices/system/cpu",
-              "/sys/fs/cgroup", "/dev/urandom", "/dev/random", "/dev/zero"}
+    paths |= {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime",
+              "/etc/fonts", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/alternatives",
+              "/sys/devices/system/cpu"}
     resolved = set()
     for p in paths:
-        resolved |= {p, os.path.realpath(p)} if not p.startswith("/proc/self") else {p}
-    return tuple(sorted(p for p in resolved if os.path.exists(p)))
+        resolved |= {os.path.abspath(p), os.path.realpath(p)}
+    return sorted(p for p in resolved if os.path.exists(p))
 
 
-def sandbox_env(threads: int, home: str) -> dict:
-    """A small environment for sandboxes: no tokens or other secrets of the instructor's shell."""
-    keep = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "VIRTUAL_ENV",
-            "COURSE_DATA_DIR", "COURSE_MODEL_DIR")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
+def sandbox_env(threads: int, scratch: Path, private_tmp: bool) -> dict:
+    """The sandbox's whole environment: no tokens or other secrets of the instructor's shell."""
+    env = {k: os.environ[k] for k in ("LANG", "LC_ALL", "LC_CTYPE", "TZ") if k in os.environ}
     threads = str(max(1, threads))
-    env.update(HOME=home, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1",
+    env.update(course_dirs())
+    env.update(PATH="/usr/bin:/bin", HOME=str(scratch), TMPDIR="/tmp" if private_tmp else str(scratch),
+               TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg", MPLCONFIGDIR=str(scratch / ".matplotlib"),
+               KERAS_HOME=str(scratch / ".keras"), PYTHONDONTWRITEBYTECODE="1", GRADER_SANDBOX="1",
                TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
-    try:
-        import matplotlib
-
-        env["MPLCONFIGDIR"] = matplotlib.get_configdir()
-    except Exception:
-        pass
     return env
 
 
-# ------------------------------------------------------------------------------ launchers
-class _Handle:
-    """A running sandbox: ``wait(timeout)`` gives its exit code (negative: signal) or None."""
+def _copy_font_cache(scratch: Path) -> None:
+    """matplotlib's font list, so that each sandbox does not rebuild it (seconds) in its own home."""
+    try:
+        import matplotlib
 
-    def __init__(self, pid: int, wait):
-        self.pid, self._wait = pid, wait
+        cache = Path(matplotlib.get_cachedir())
+        dest = scratch / ".matplotlib"
+        dest.mkdir(exist_ok=True)
+        for f in cache.glob("fontlist-*.json"):
+            shutil.copyfile(f, dest / f.name)
+    except Exception:
+        pass
 
-    def wait(self, timeout: float):
-        return self._wait(timeout)
+
+# ------------------------------------------------------------------------------ processes
+class _Lines:
+    """Reads a process's output lines (at most ``limit`` bytes each) into a queue."""
+
+    def __init__(self, stream, limit: int):
+        self.queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, args=(stream, limit), daemon=True).start()
+
+    def _read(self, stream, limit: int) -> None:
+        try:
+            while True:
+                line = stream.readline(limit + 1)
+                if not line:
+                    break
+                if len(line) > limit or not line.endswith(b"\n"):
+                    self.queue.put({"op": "garbage", "why": f"a reply longer than {limit // 2**20} MB"})
+                    while line and not line.endswith(b"\n"):  # drop the rest of that line
+                        line = stream.readline(limit)
+                    continue
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    message = {"op": "garbage", "why": "a reply that is not JSON"}
+                self.queue.put(message if isinstance(message, dict) else {"op": "garbage", "why": "not an object"})
+        except (OSError, ValueError):
+            pass
+        self.queue.put(None)  # end of output
+
+    def get(self, timeout: float):
+        """The next message, ``None`` at the end of output, or raise ``queue.Empty``."""
+        return self.queue.get(timeout=timeout)
+
+
+class SandboxDied(Exception):
+    """The sandbox ended or was stopped while doing something: the reason, as a sentence part."""
+
+
+class Sandbox:
+    """One sandbox process for one submission (a new one after each restart).
+
+    Args:
+        scratch: Its only writable folder.
+        inbox: Where the checker puts call arguments (read-only inside).
+        program: ``program.json``'s content (the submission's cells, references).
+        limits: What it may use.
+        threads: TensorFlow threads for it.
+        isolated: Run inside bubblewrap (else only Landlock and seccomp, for self-study).
+    """
+
+    def __init__(self, scratch: Path, inbox: Path, program: dict, limits: Limits, threads: int, isolated: bool):
+        self.scratch, self.limits, self.dead = scratch, limits, ""
+        name = f"grader-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+        self.cgroup = MemoryCgroup.create(name, limits.memory_mb * 2**20)
+        landlock_reads = [*read_paths(), "/dev/urandom", "/dev/random", "/dev/zero", "/proc/self",
+                          "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/sys/fs/cgroup"]
+        program = {**program, "inbox": str(inbox), "read": landlock_reads, "cgroup": self.cgroup is not None,
+                   "private_tmp": isolated}
+        (scratch / "program.json").write_text(json.dumps(program), encoding="utf-8")
+        env = sandbox_env(threads, scratch, isolated)
+        # -I: neither the current folder nor PYTHON* variables on sys.path; the grader from ROOT
+        command = [sys.executable, "-I", "-c",
+                   f"import sys; sys.path.insert(0, {str(ROOT)!r}); from grader.sandbox import main; main()",
+                   str(scratch)]
+        argv = bwrap_argv(command, scratch, inbox, read_paths(), env) if isolated else command
+        self.proc = subprocess.Popen(argv, env=env, cwd=scratch, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        if self.cgroup is not None:
+            try:
+                self.cgroup.add(self.proc.pid)
+            except OSError:
+                self.cgroup.remove()
+                self.cgroup = None
+        self.lines = _Lines(self.proc.stdout, MAX_REPLY_BYTES)
+        self.next_id = 0
+        self.started = time.monotonic()
+        try:
+            ready = self._wait(None, STARTUP_TIMEOUT, "starting", startup=True)
+        except SandboxDied as exc:
+            self.close()
+            raise GraderFailure(f"the sandbox did not start ({exc}); is bubblewrap working and the course installed?") from None
+        self.notes = [str(n) for n in ready.get("notes", [])][:5]
+
+    def _pid_tree_rss(self) -> int:
+        try:
+            proc = psutil.Process(self.proc.pid)
+            return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+        except psutil.Error:
+            return 0
+
+    def _du(self) -> int:
+        total = 0
+        for root, _, files in os.walk(self.scratch):
+            for f in files:
+                try:
+                    total += os.lstat(os.path.join(root, f)).st_size
+                except OSError:
+                    pass
+        return total
+
+    def _death(self, who: str, code) -> str:
+        if self.cgroup is not None and self.cgroup.over_limit():
+            return f"{who} used more than {self.limits.memory_mb} MB of memory"
+        if code is None:
+            return f"{who} stopped responding"
+        if code == -signal.SIGXFSZ:
+            return f"{who} wrote more than 64 MB to one file or to the output"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"{who} crashed the process ({name})"
+        return f"{who} ended the process (exit code {code}, e.g. os._exit or sys.exit in a thread)"
+
+    def _wait(self, request_id, timeout: float, who: str, startup: bool = False) -> dict:
+        deadline = time.monotonic() + timeout
+        last_check = 0.0
+        while True:
+            try:
+                message = self.lines.get(0.1)
+            except queue.Empty:
+                message = False
+            if message is None:  # the process closed its output: it ended
+                try:
+                    code = self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+                    code = None
+                raise SandboxDied(self._death(who, code))
+            if message:
+                if startup and message.get("op") == "ready":
+                    return message
+                if not startup and message.get("id") == request_id:
+                    return message
+                continue  # anything else the student's code wrote is ignored
+            now = time.monotonic()
+            reason = ""
+            if now > deadline:
+                reason = (f"{who} did not finish within {timeout:.0f} s (an endless loop?)" if not startup
+                          else f"it took more than {timeout:.0f} s")
+            elif self.cgroup is None and self._pid_tree_rss() > self.limits.memory_mb * 2**20:
+                reason = f"{who} used more than {self.limits.memory_mb} MB of memory"
+            elif now - last_check > 1.0:
+                last_check = now
+                if self._du() > self.limits.disk_mb * 2**20:
+                    reason = f"{who} wrote more than {self.limits.disk_mb} MB of files"
+            if reason:
+                self.kill()
+                raise SandboxDied(reason)
+
+    def request(self, message: dict, timeout: float, who: str) -> dict:
+        """Send one request and wait for its reply, within ``timeout`` seconds of this process's clock.
+
+        Raises:
+            SandboxDied: it ended, hung, or went over a limit (the sandbox is then gone).
+        """
+        if self.dead:
+            raise SandboxDied(self.dead)
+        self.next_id += 1
+        try:
+            self.proc.stdin.write((json.dumps({**message, "id": self.next_id}) + "\n").encode())
+            self.proc.stdin.flush()
+            return self._wait(self.next_id, timeout, who)
+        except SandboxDied as exc:
+            self.dead = str(exc)
+            raise
+        except (BrokenPipeError, OSError):
+            self.dead = self._death(who, self.proc.poll())
+            self.kill()
+            raise SandboxDied(self.dead) from None
 
     def kill(self) -> None:
         try:
-            os.killpg(self.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-class DirectLauncher:
-    """One fresh ``python -m grader.sandbox WORKDIR`` per sandbox (imports TensorFlow each time)."""
-
-    def __init__(self, env: dict):
-        self.env = env
-
-    def spawn(self, workdir: Path) -> _Handle:
-        proc = subprocess.Popen([sys.executable, "-m", "grader.sandbox", str(workdir)], env=self.env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True, cwd=workdir)
-
-        def wait(timeout):
-            try:
-                return proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                return None
-
-        return _Handle(proc.pid, wait)
-
-    def close(self) -> None:
-        shutil.rmtree(self.env["HOME"], ignore_errors=True)
-
-
-class ZygoteLauncher:
-    """Forks sandboxes from one process that has imported TensorFlow and the course already.
-
-    A fork is as isolated as a fresh process (its own copy of memory; nothing it does reaches
-    the zygote), and saves the ~3 s import per submission. The zygote never runs TensorFlow
-    operations (they would not survive a fork), only imports.
-    """
-
-    def __init__(self, env: dict):
-        self.home = env["HOME"]
-        self.proc = subprocess.Popen([sys.executable, "-m", "grader.sandbox", "--zygote"], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, cwd=env["HOME"])
-        ready = self.proc.stdout.readline()
-        if b"ready" not in ready:
-            raise RuntimeError("the sandbox zygote did not start (python -m grader.sandbox --zygote)")
-        self.lock, self.next_id = threading.Lock(), 0
-        self.pids, self.status, self.cond = {}, {}, threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            reply = json.loads(line)
-            with self.cond:
-                if "pid" in reply:
-                    self.pids[reply["id"]] = reply["pid"]
-                else:
-                    self.status[reply["id"]] = reply["status"]
-                self.cond.notify_all()
-        with self.cond:  # the zygote is gone: every sandbox counts as ended
-            self.dead = True
-            self.cond.notify_all()
-
-    dead = False
-
-    def spawn(self, workdir: Path) -> _Handle:
-        with self.lock:
-            self.next_id += 1
-            rid = self.next_id
-            self.proc.stdin.write((json.dumps({"id": rid, "workdir": str(workdir)}) + "\n").encode())
-            self.proc.stdin.flush()
-        with self.cond:
-            self.cond.wait_for(lambda: rid in self.pids or self.dead, timeout=60)
-            if rid not in self.pids:
-                raise RuntimeError("the sandbox zygote did not fork a sandbox")
-            pid = self.pids.pop(rid)
-
-        def wait(timeout):
-            with self.cond:
-                self.cond.wait_for(lambda: rid in self.status or self.dead, timeout=timeout)
-                if rid in self.status:
-                    return self.status.pop(rid)
-                return -9 if self.dead else None
-
-        return _Handle(pid, wait)
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(10)
-        except Exception:
-            self.proc.kill()
-        shutil.rmtree(self.home, ignore_errors=True)
-
-
-def make_launcher(jobs: int, zygote: bool = True):
-    home = tempfile.mkdtemp(prefix="grader-home-")
-    env = sandbox_env(max(1, (os.cpu_count() or 1) // max(1, jobs)), home)
-    if zygote:
-        try:
-            return ZygoteLauncher(env)
-        except Exception:
             pass
-    return DirectLauncher(env)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+    def close(self) -> None:
+        self.kill()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
 
-# ------------------------------------------------------------------------------ the checker
 class CheckerProcess:
     """A trusted ``python -m grader.checker`` serving one assignment."""
 
@@ -226,36 +323,46 @@ class CheckerProcess:
         self.log = open(log or os.devnull, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "grader.checker"], env=env, cwd=workdir,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
-        self._send({"source": str(source)})
-        self.loading = True  # its set-up runs while the first sandbox does
+        self.lines = _Lines(self.proc.stdout, 256 * 2**20)
+        self._send({"op": "source", "path": str(source)})
+        self.loading = True  # its set-up runs while the first sandbox starts
 
     def _send(self, message: dict) -> None:
-        self.proc.stdin.write((json.dumps(message) + "\n").encode())
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write((json.dumps(message) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise GraderFailure("the checker process ended unexpectedly") from None
 
-    def request(self, message: dict, timeout: float) -> dict:
+    def request(self, message: dict, relay=None) -> dict:
+        """One request; ``relay(call) -> reply`` answers the calls of student functions meanwhile.
+
+        Raises:
+            GraderFailure: the checker failed, ended or gave no answer in time.
+        """
         if self.loading:
             self.loading = False
-            self._reply(600)
+            self._done(None)
         self._send(message)
-        return self._reply(timeout)
+        return self._done(relay)
 
-    def _reply(self, timeout: float) -> dict:
-        result = {}
-
-        def read():
-            result["line"] = self.proc.stdout.readline()
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not result.get("line"):
-            self.close()
-            raise RuntimeError(f"the checker gave no answer within {timeout:.0f} s")
-        reply = json.loads(result["line"])
-        if not reply.get("ok"):
-            raise RuntimeError(f"the checker failed: {reply.get('error')}\n{reply.get('traceback', '')}")
-        return reply
+    def _done(self, relay) -> dict:
+        while True:
+            try:
+                reply = self.lines.get(CHECKER_TIMEOUT)
+            except queue.Empty:
+                self.close()
+                raise GraderFailure(f"the checker gave no answer within {CHECKER_TIMEOUT:.0f} s") from None
+            if reply is None:
+                raise GraderFailure(f"the checker process ended (exit code {self.proc.poll()})")
+            if reply.get("op") == "call" and relay is not None:
+                self._send({"op": "reply", "reply": relay(reply)})
+                continue
+            if reply.get("op") != "done":
+                raise GraderFailure(f"the checker sent an unexpected message ({str(reply)[:200]})")
+            if not reply.get("ok"):
+                raise GraderFailure(f"the checker failed: {reply.get('error')}\n{reply.get('traceback', '')}")
+            return reply
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -269,268 +376,179 @@ class CheckerProcess:
         self.log.close()
 
 
-# ------------------------------------------------------------------------------ planning
-def _names(code: str) -> tuple[set, set]:
-    """(names read, names written) anywhere in a cell: a safe over-approximation."""
-    try:
-        tree = ast.parse(to_python(code))
-    except SyntaxError:
-        return set(), set()
-    reads, writes = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (reads if isinstance(node.ctx, ast.Load) else writes).add(node.id)
-            if isinstance(node.ctx, ast.Del):
-                reads.add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            writes.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            writes |= {(a.asname or a.name).split(".")[0] for a in node.names}
-        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
-            reads.add(node.target.id)
-    return reads, writes
-
-
-def global_reads(code: str) -> set:
-    """Names a piece of code reads from its module's globals (not locals or parameters)."""
-    import symtable
-
-    try:
-        top = symtable.symtable(to_python(code), "<student>", "exec")
-    except SyntaxError:
-        return set()
-    names, tables = set(), [top]
-    while tables:
-        table = tables.pop()
-        tables += table.get_children()
-        for sym in table.get_symbols():
-            if sym.is_referenced() and (table is top or sym.is_global()):
-                names.add(sym.get_name())
-    return names
-
-
-def plan(assignment: Assignment, submission: Submission) -> tuple[list[dict], list[str]]:
-    """The steps to run, without the demonstration cells after the first exercise that no test
-    (and none of the student's functions) needs.
-
-    Returns:
-        ``(steps, skipped)``: the program and the keys of the context cells left out.
-    """
-    steps = program(assignment, submission)
-    first = next(i for i, s in enumerate(steps) if s["kind"] == "student")
-    needed = set()
-    for _, code in submission.definitions:
-        needed |= global_reads(code)
-    keep, skipped = [], []
-    for step in reversed(steps[first + 1:]):
-        reads, writes = _names(step["source"])
-        if step["kind"] == "test" or writes & needed:
-            keep.append(step)
-            needed |= reads
-        else:
-            skipped.append(step["key"])
-    return steps[: first + 1] + keep[::-1], skipped
-
-
 # ------------------------------------------------------------------------------ one submission
-def _death(code, killed: str, where: str) -> str:
-    if killed:
-        return killed
-    if code is None:
-        return f"the process stopped responding {where}"
-    if code == -signal.SIGXFSZ:
-        return f"it wrote more than {64} MB to one file or to the output {where}"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"the process was killed by {name} (a crash) {where}"
-    return f"the code ended the grading process (exit code {code}, e.g. os._exit or sys.exit in a thread) {where}"
-
-
-def _du(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
-def _rss(pid: int) -> int:
-    try:
-        proc = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
-    except psutil.Error:
-        return 0
-
-
-def run_sandbox(steps: list, graded: list, launcher, limits: Limits, workdir: Path) -> dict:
-    """Run the program in sandboxes until every step ran or was given up with a reason.
-
-    Returns:
-        ``{"records": {key: [events]}, "aborts": {key: reason}, "problems": [...], "notes": [...]}``
-    """
-    records, aborts, problems, done_tests = {}, {}, [], set()
-    skip, started = set(), time.monotonic()
-    tests = [s["key"] for s in steps if s["kind"] == "test"]
-    log = workdir / "records.jsonl"
-    student = next(s for s in steps if s["kind"] == "student")
-    for attempt in range(limits.attempts):
-        program = {"steps": steps, "graded_names": graded, "skip": sorted(skip | done_tests),
-                   "read": list(read_paths()), "attempt": attempt}
-        (workdir / "program.json").write_text(json.dumps(program), encoding="utf-8")
-        offset = log.stat().st_size if log.exists() else 0
-        handle = launcher.spawn(workdir)
-        current, since, calling, finished, killed = None, time.monotonic(), None, False, ""
-        last_disk, code = 0.0, None
-        while True:
-            code = handle.wait(0.1)
-            if log.exists():
-                with open(log, "rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
-                complete = chunk[: chunk.rfind(b"\n") + 1]
-                offset += len(complete)
-                for line in complete.splitlines():
-                    try:
-                        event = json.loads(line)
-                        kind, key = event.get("event"), str(event.get("key", ""))
-                    except (ValueError, AttributeError):
-                        continue
-                    if kind == "start":
-                        current, since, calling = key, time.monotonic(), None
-                        records[key] = []
-                    elif kind == "end":
-                        current = None
-                        if key in tests:
-                            done_tests.add(key)
-                    elif kind == "done":
-                        finished = True
-                    elif kind == "begin":
-                        calling = event.get("name")
-                    elif kind == "call":
-                        calling = None
-                    if kind in ("call", "cellerror", "deferror"):
-                        records.setdefault(key, []).append(event)
-            if code is not None:
-                break
-            now = time.monotonic()
-            who = f"{calling}()" if calling else "the code"
-            if current and now - since > limits.cell_timeout:
-                killed = f"{who} did not finish within {limits.cell_timeout:.0f} s (an endless loop?)"
-            elif now - started > limits.submission_timeout:
-                killed = f"the submission used up its {limits.submission_timeout:.0f} s time limit"
-            elif _rss(handle.pid) > limits.memory_mb * 2**20:
-                killed = f"{who} used more than {limits.memory_mb} MB of memory"
-            elif now - last_disk > 1.0:
-                last_disk = now
-                if _du(workdir) > limits.disk_mb * 2**20:
-                    killed = f"{who} wrote more than {limits.disk_mb} MB of files"
-            if killed:
-                handle.kill()
-                handle.wait(10)
-                code = -9
-                break
-        if finished:
-            break
-        where = f"while running {'the check ' + current if current in tests else current}" if current else ""
-        reason = _death(code, killed, where)
-        if current is None or "time limit" in killed:
-            for key in tests:
-                if key not in done_tests:
-                    aborts.setdefault(key, f"not run: {reason}")
-            problems.append(reason)
-            break
-        skip.add(current)
-        aborts[current] = reason
-        if current.startswith("student:"):
-            j = int(current.split(":")[1])
-            problems.append(f"defining {student['definitions'][j][0]} stopped the process ({reason}); it was left out")
-        else:
-            problems.append(f"{current}: {reason}")
-    else:
-        for key in tests:
-            if key not in done_tests:
-                aborts.setdefault(key, f"not run: the submission stopped the sandbox {limits.attempts} times")
-    for key, events in records.items():
-        for e in events:
-            if e.get("event") == "deferror":
-                err = e.get("error", {})
-                problems.append(f"defining {e.get('label')} raised {err.get('type')}: {str(err.get('message'))[:200]}")
-    notes = (workdir / "output.txt").read_text(errors="replace")[:2000] if (workdir / "output.txt").exists() else ""
-    return {"records": records, "aborts": aborts, "problems": problems, "output": notes}
-
-
-def submission_hash(notebook: Path, assignment: Assignment) -> str:
-    """Changes when the submission, the source notebook or the grader changes."""
+def submission_hash(notebook: Path, assignment: Assignment, files=()) -> str:
+    """Changes when the submission, the files beside it, the source notebook or the grader changes."""
     h = hashlib.sha256(f"{GRADER_VERSION}\n{assignment.digest}\n".encode())
-    try:
-        h.update(notebook.read_bytes())
-    except OSError:
-        h.update(b"<missing>")
+    for path in [notebook, *sorted(files)]:
+        try:
+            h.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
+        except OSError:
+            h.update(b"<missing>")
     return h.hexdigest()
 
 
-def grade(assignment: Assignment, notebook: Path, launcher, checker: CheckerProcess,
-          limits: Limits, workroot: Path, files: list[Path] = ()) -> dict:
+def _copy_files(files, scratch: Path) -> None:
+    """The files handed in beside the notebook (regular files only: links are not followed)."""
+    for f in files:
+        f = Path(f)
+        try:
+            fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as src:
+            info = os.fstat(src.fileno())
+            if f.suffix == ".ipynb" or not os.path.isfile(f) or info.st_size > 50 * 2**20 or (info.st_mode & 0o170000) != 0o100000:
+                continue
+            with open(scratch / f.name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+class _Run:
+    """The state of grading one submission: its sandbox, restarts and what went wrong."""
+
+    def __init__(self, submission, assignment: Assignment, limits: Limits, workdir: Path, threads: int, isolated: bool):
+        self.sub, self.limits, self.threads, self.isolated = submission, limits, threads, isolated
+        self.scratch, self.inbox = workdir / "scratch", workdir / "inbox"
+        self.scratch.mkdir()
+        self.inbox.mkdir()
+        (self.scratch / "out").mkdir()
+        self.program = {"cells": submission.code, "references": assignment.references}
+        self.sandbox: Sandbox | None = None
+        self.started, self.starts, self.ran = time.monotonic(), 0, []
+        self.notes: list[str] = []
+
+    def remaining(self) -> float:
+        return self.limits.submission_timeout - (time.monotonic() - self.started)
+
+    def start(self) -> None:
+        """A new sandbox that has run the cells this submission ran so far (after a restart)."""
+        if self.sandbox is not None:
+            self.sandbox.close()
+        self.starts += 1
+        self.sandbox = Sandbox(self.scratch, self.inbox, {**self.program, "attempt": self.starts},
+                               self.limits, self.threads, self.isolated)
+        if self.starts == 1:
+            self.notes = self.sandbox.notes
+        for i in self.ran:
+            self.run_cell(i, replay=True)
+
+    def run_cell(self, i: int, replay: bool = False):
+        """Run code cell ``i``; returns the student's error (as data) or None.
+
+        Raises:
+            SandboxDied: the cell ended the process, hung or went over a limit.
+        """
+        number = self.sub.code[i]["number"]
+        timeout = min(self.limits.cell_timeout, max(1.0, self.remaining()))
+        reply = self.sandbox.request({"op": "run", "cell": i}, timeout, f"cell {number}")
+        if not replay:
+            self.ran.append(i)
+        error = reply.get("error")
+        return error if isinstance(error, dict) else None
+
+    def call(self, request: dict) -> dict:
+        """Relay one call of a student function to the sandbox (its reply, or a failure)."""
+        name = str(request.get("name"))
+        if self.remaining() <= 0:
+            return {"failure": f"not run: the submission used up its {self.limits.submission_timeout:.0f} s time limit"}
+        timeout = min(self.limits.cell_timeout, max(1.0, self.remaining()))
+        try:
+            message = {"op": "call", "name": name, "args": request.get("args", []), "kwargs": request.get("kwargs", {})}
+            reply = self.sandbox.request(message, timeout, f"{name}()")
+        except SandboxDied as exc:
+            return {"failure": str(exc)}
+        reply.pop("op", None), reply.pop("id", None)
+        return reply
+
+
+def grade(assignment: Assignment, notebook: Path, checker: CheckerProcess, limits: Limits, workroot: Path,
+          files=(), threads: int = 1, isolated: bool = True) -> dict:
     """Grade one submission; never raises for anything the submission does.
 
+    Raises:
+        GraderFailure: the grader itself failed (the checker, or a sandbox that could not start).
+
     Returns:
-        The result: score, per-test verdicts and messages, manual cells, problems.
+        The result: status, score, per-test verdicts and messages, manual cells, problems.
     """
     t0 = time.monotonic()
     submission = read_submission(notebook, assignment)
     tests = {c.grade_id: {"passed": False, "points": 0.0, "max_points": c.points, "message": ""}
              for c in assignment.tests}
     problems = list(submission.problems)
-    timing = {}
-    if submission.readable:
-        steps, skipped = plan(assignment, submission)
-        workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workroot))
-        try:
-            for f in files:
-                if f.is_file() and f.suffix != ".ipynb" and f.stat().st_size < 50 * 2**20:
-                    shutil.copy2(f, workdir / f.name)
-            t1 = time.monotonic()
-            run = run_sandbox(steps, assignment.graded_names, launcher, limits, workdir)
-            timing["sandbox"] = round(time.monotonic() - t1, 2)
-            problems += run["problems"]
-            reply = checker.request({"records": run["records"], "aborts": run["aborts"],
-                                     "blob_dir": str(workdir / "blobs"), "skip": skipped},
-                                    timeout=max(120, 10 * len(tests) * limits.cell_timeout / 10))
-            tests.update(reply["tests"])
-            timing["check"] = round(time.monotonic() - t1 - timing["sandbox"], 2)
-        except Exception as exc:  # the grader's own failure: a reason, never a crash
-            problems.append(f"grader error: {exc}")
-            for t in tests.values():
-                t["message"] = t["message"] or "not graded: grader error (see problems)"
-        finally:
-            if not os.environ.get("GRADER_KEEP_WORKDIRS"):
-                shutil.rmtree(workdir, ignore_errors=True)
-    else:
+    notes = []
+    if not submission.readable:
         for t in tests.values():
             t["message"] = problems[0]
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="submission-", dir=workroot))
+        run = None
+        try:
+            run = _Run(submission, assignment, limits, workdir, threads, isolated)
+            _copy_files(files, run.scratch)
+            checker.request({"op": "begin", "inbox": str(run.inbox), "outbox": str(run.scratch / "out")})
+            _grade_steps(run, checker, tests, problems, limits)
+            notes = run.notes
+        finally:
+            if run is not None and run.sandbox is not None:
+                run.sandbox.close()
+            if not os.environ.get("GRADER_KEEP_WORKDIRS"):
+                shutil.rmtree(workdir, ignore_errors=True)
     manual = {c.grade_id: {"max_points": c.points, "answered": bool(submission.answers.get(c.grade_id, "").strip())}
               for c in assignment.manual}
-    score = sum(t["points"] for t in tests.values())
     return {
         "grader_version": GRADER_VERSION,
+        "status": "graded",
         "assignment": assignment.name,
         "notebook": assignment.notebook,
-        "hash": submission_hash(notebook, assignment),
-        "score": score,
+        "hash": submission_hash(notebook, assignment, files),
+        "score": sum(t["points"] for t in tests.values()),
         "max_score": sum(c.points for c in assignment.tests),
         "manual_max_score": sum(c.points for c in assignment.manual),
         "tests": tests,
         "manual": manual,
         "problems": problems,
+        "isolation": notes,
         "seconds": round(time.monotonic() - t0, 2),
-        "timing": timing,
     }
+
+
+def _grade_steps(run: _Run, checker: CheckerProcess, tests: dict, problems: list, limits: Limits) -> None:
+    """Walk the plan: cells in the sandbox, tests in the checker; a sandbox that ends is
+    restarted for the next test, except when top-level code ended it (as in Jupyter)."""
+    stopped = ""  # why the checks after some point did not run
+    for kind, ref in run.sub.steps:
+        if stopped:
+            if kind == "test":
+                tests[ref]["message"] = f"not run: {stopped}"
+            continue
+        try:
+            if run.sandbox is None or run.sandbox.dead:
+                if run.starts > limits.attempts:
+                    stopped = f"the submission stopped its sandbox {run.starts} times"
+                    problems.append(stopped)
+                    if kind == "test":
+                        tests[ref]["message"] = f"not run: {stopped}"
+                    continue
+                run.start()
+            if kind == "cell":
+                error = run.run_cell(ref)
+                if error is not None and len(problems) < 20:
+                    number = run.sub.code[ref]["number"]
+                    problems.append(f"cell {number} raised {str(error.get('type'))[:100]}: "
+                                    f"{str(error.get('message', ''))[:200]}")
+                continue
+            verdict = checker.request({"op": "test", "key": ref}, relay=run.call)["verdict"]
+            tests[ref].update({k: verdict[k] for k in ("passed", "points", "max_points", "message")})
+        except SandboxDied as exc:  # top-level code (or a restart's replay of it) ended the sandbox
+            stopped = f"{exc}; the checks after it did not run"
+            problems.append(stopped)
+            if run.remaining() <= 0:
+                stopped = f"the submission used up its {limits.submission_timeout:.0f} s time limit"
+        if run.remaining() <= 0 and not stopped:
+            stopped = f"the submission used up its {limits.submission_timeout:.0f} s time limit"
+            problems.append(stopped)
 
 
 # ------------------------------------------------------------------------------ many submissions
@@ -545,11 +563,12 @@ class Task:
     files: tuple = ()
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically: a result file is complete or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a result file is complete or absent
+    os.replace(tmp, path)
 
 
 class Progress:
@@ -572,20 +591,48 @@ class Progress:
         self.stream.flush()
 
 
-def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, zygote: bool = True,
-               progress: bool = True, log_dir: Path | None = None) -> list[dict]:
+def error_result(task: Task, reason: str) -> dict:
+    """What a submission gets when the grader failed on it: not graded, never a zero."""
+    return {"grader_version": GRADER_VERSION, "status": "error", "assignment": task.assignment.name,
+            "notebook": task.assignment.notebook, "hash": "", "score": None,
+            "max_score": sum(c.points for c in task.assignment.tests),
+            "manual_max_score": sum(c.points for c in task.assignment.manual),
+            "tests": {}, "manual": {}, "problems": [f"not graded: grader error ({reason[:300]})"], "seconds": 0}
+
+
+def isolation_available(required: bool) -> bool:
+    """Whether sandboxes run in bubblewrap; raises when ``required`` and it cannot work here."""
+    why = bwrap_works()
+    if why and required:
+        raise GraderError(f"cannot isolate submissions: {why} (or pass --weak-isolation to grade with "
+                          "Landlock and seccomp only, see grader/README.md)")
+    return not why
+
+
+def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, progress: bool = True,
+               log_dir: Path | None = None, isolated: bool | None = None, write: bool = True) -> list[dict]:
     """Grade ``tasks`` with ``jobs`` submissions at a time; write each result to ``task.out``.
 
-    One failing submission never stops the others: every task ends with a result file.
+    One failing submission never stops the others, and every task ends with a result. A
+    submission on which the grader failed is retried once with a new checker; if it fails
+    again its result has ``status: "error"`` (not a score).
+
+    Args:
+        isolated: Require bubblewrap (True), never use it (False), or use it where it works (None).
     """
     limits = limits or Limits()
     if not tasks:
         return []
+    if isolated is None:
+        isolated = isolation_available(False)
+    elif isolated:
+        isolation_available(True)
     jobs = max(1, min(jobs, len(tasks)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     workroot = Path(tempfile.mkdtemp(prefix="grader-"))
+    os.chmod(workroot, 0o700)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-    launcher = make_launcher(jobs, zygote)
     bar = Progress(len(tasks), enabled=progress)
     local = threading.local()
     checkers, lock = [], threading.Lock()
@@ -603,15 +650,23 @@ def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, z
         return local.checker
 
     def one(task: Task) -> dict:
-        try:
-            result = grade(task.assignment, task.notebook, launcher, checker_for(task.assignment),
-                           limits, workroot, list(task.files))
-        except Exception as exc:  # e.g. the checker could not start: still a result
-            result = {"assignment": task.assignment.name, "notebook": task.assignment.notebook,
-                      "hash": "", "score": 0.0, "max_score": task.assignment.max_points,
-                      "tests": {}, "manual": {}, "problems": [f"grader error: {exc}"], "seconds": 0}
+        reason = ""
+        for _ in range(2):  # a grader failure: a new checker, one more try
+            try:
+                result = grade(task.assignment, task.notebook, checker_for(task.assignment), limits, workroot,
+                               list(task.files), threads, isolated)
+                break
+            except Exception as exc:  # the grader's own failure, never the student's zero
+                reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, GraderError) else str(exc)
+                current = getattr(local, "checker", None)
+                if current is not None:
+                    current.close()
+                    local.checker = None
+        else:
+            result = error_result(task, reason)
         result["student"] = task.student
-        _write_json(task.out, result)
+        if write:
+            write_json(task.out, result)
         with lock:
             bar.step(f"{task.student}/{task.assignment.name}")
         return result
@@ -622,10 +677,33 @@ def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, z
     finally:
         for c in checkers:
             c.close()
-        launcher.close()
         if not os.environ.get("GRADER_KEEP_WORKDIRS"):
             shutil.rmtree(workroot, ignore_errors=True)
     return results
+
+
+def canary(assignments: list[Assignment], limits: Limits, isolated: bool | None = None) -> None:
+    """Grade each assignment's own solution notebook; it must get full autograded marks.
+
+    Raises:
+        GraderError: a solution lost points here, so this machine cannot grade fairly (names
+            the checks that failed and what to look at).
+    """
+    with tempfile.TemporaryDirectory(prefix="canary-") as tmp:
+        tasks = [Task(a, a.path, "canary", Path(tmp) / f"{a.name}.json") for a in assignments]
+        for task, result in zip(tasks, grade_many(tasks, jobs=1, limits=limits, progress=False,
+                                                  isolated=isolated, write=False)):
+            if result["status"] == "graded" and result["score"] == result["max_score"]:
+                continue
+            failed = [f"{gid}: {t['message']}" for gid, t in result["tests"].items() if not t["passed"]]
+            detail = "; ".join(failed or result["problems"])[:800]
+            raise GraderError(
+                f"the canary failed: the solution notebook of {task.assignment.name} scores "
+                f"{result['score'] if result['score'] is not None else 'nothing'} of {result['max_score']:g} "
+                f"on this machine ({detail}). Nothing was graded: the grading environment differs from the one "
+                "the course was written for (the trained model cache in models/, the data in datasets/, the "
+                "package versions of requirements.txt, bubblewrap); fix it and run autograde again."
+            )
 
 
 def limits_dict(limits: Limits) -> dict:

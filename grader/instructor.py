@@ -175,9 +175,11 @@ def result_path(results: Path, assignment: str, student: str) -> Path:
 
 
 def is_current(path: Path, digest: str) -> bool:
-    """Whether a stored result was made from the same submission, source and grader."""
+    """Whether a stored result was made from the same submission, source and grader (a grader
+    error is never current: it is graded again)."""
     try:
-        return json.loads(path.read_text())["hash"] == digest
+        stored = json.loads(path.read_text())
+        return stored.get("status", "graded") == "graded" and stored["hash"] == digest
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -246,7 +248,7 @@ def merge(course: Course, dirs: list[Path] | None = None) -> int:
                 shutil.copy2(path, dest)
     import warnings
 
-    results = load_results([course.results])
+    results = [r for r in load_results([course.results]) if r.get("status", "graded") == "graded"]
     assignments = {}
     with _gradebook(course) as gb, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SQLAlchemy's autoflush notes from inside nbgrader
@@ -286,8 +288,8 @@ def write_autograded(course: Course, assignment: Assignment, result: dict) -> Pa
     out = nbformat.v4.new_notebook(metadata=source_nb.get("metadata", {}))
     problems = result.get("problems") or []
     summary = f"**Autograded: {result.get('score', 0):g} / {result.get('max_score', 0):g} points**"
-    if problems:
-        summary += "\n\nProblems found in this submission:\n" + "\n".join(f"- {p}" for p in problems)
+    if problems:  # student text: escaped, never markup
+        summary += "\n\nProblems found in this submission:\n" + "\n".join(f"- {_escape(p)}" for p in problems)
     out.cells.append(nbformat.v4.new_markdown_cell(summary))
     tests = result.get("tests", {})
     for cell in source_nb["cells"]:
@@ -317,6 +319,14 @@ def write_autograded(course: Course, assignment: Assignment, result: dict) -> Pa
     return path
 
 
+def _escape(text: str) -> str:
+    """Student text for a markdown cell: HTML-escaped, and markdown's own markup characters too."""
+    import html
+
+    escaped = html.escape(str(text), quote=True)
+    return "".join(f"\\{c}" if c in "\\`*_[]()#+!|{}" else c for c in escaped)
+
+
 # ------------------------------------------------------------------------------ feedback, export
 def _manual_scores(course: Course) -> dict:
     """(assignment, student) -> {grade id: manual score} from the gradebook (formgrader's work)."""
@@ -338,7 +348,7 @@ def feedback(course: Course, names: list[str] | None = None) -> list[Path]:
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter, written = HTMLExporter(), []
+    exporter, written = HTMLExporter(sanitize_html=True), []  # student markdown cannot carry scripts
     for path in sorted((course.root / "autograded").glob("*/*/*.ipynb")):
         student, name = path.parts[-3], path.parts[-2]
         if names and name not in names:
@@ -369,6 +379,11 @@ def export(course: Course, out: Path) -> int:
         writer = csv.writer(f)
         writer.writerow(["student", "assignment", "score", "max_score", "needs_manual_grading", *columns, "reason"])
         for r in sorted(results, key=lambda r: (r["student"], r["assignment"])):
+            if r.get("status", "graded") != "graded":
+                maximum = r.get("max_score", 0) + r.get("manual_max_score", 0)
+                writer.writerow([r["student"], r["assignment"], "not graded: grader error", f"{maximum:g}", "",
+                                 *["" for _ in columns], "; ".join(r.get("problems") or [])])
+                continue
             scores = {gid: t["points"] for gid, t in r.get("tests", {}).items()}
             given = manual.get((r["assignment"], r["student"]), {})
             pending = [gid for gid in r.get("manual", {}) if gid not in given]

@@ -1,12 +1,12 @@
-"""Read the instructor's source notebook and a student's submission into a grading *program*.
+"""Read the instructor's source notebook and a student's submission into a grading plan.
 
-The program is what the sandbox runs: the source notebook's own cells (set-up, demonstrations
-and tests, hidden tests included, taken from ``solutions/``) in their order, with one step in
-place of the first exercise cell that defines what the student wrote. From the submission only
-definitions are taken (imports, functions, classes and constants with literal values), from every
-code cell, whatever its metadata says; everything else in the submission (top-level code, test
-cells, outputs, metadata) is ignored. So a submission cannot change its checks by editing,
-deleting, duplicating or splitting test cells, changing cell types or stripping metadata.
+A submission is graded the way *Restart and Run All* runs it: every code cell of the
+submission, in its order, in the student's sandbox, except the autograded test cells. Those
+are the source's (``solutions/``, hidden parts included) and run in the trusted checker at the
+place where the submission has them, matched by grade id; a deleted test cell runs where the
+source has it. So a submission cannot change its checks by editing, deleting, duplicating or
+splitting test cells, changing cell types or stripping metadata, and every ordinary style of
+code (computed constants, lambdas, aliases, helper modules) works as it does in Jupyter.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from pathlib import Path
 
 #: A submission file larger than this is not parsed (its reason says so).
 MAX_NOTEBOOK_BYTES = 100 * 1024 * 1024
-
-_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-
 
 class NotebookError(Exception):
     """A notebook that cannot be read (missing, too big, not JSON, not a notebook)."""
@@ -61,6 +58,8 @@ class Assignment:
         cells: The cells that matter for grading, in notebook order.
         graded_names: Names the exercise cells define (the functions the tests call).
         digest: sha256 of the source notebook's bytes.
+        references: graded name -> the ``course`` functions that solve its exercise (cell
+            metadata ``grader.reference`` of the exercise cell): off limits while it runs.
     """
 
     name: str
@@ -69,6 +68,7 @@ class Assignment:
     cells: list[SourceCell]
     graded_names: list[str]
     digest: str
+    references: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def tests(self) -> list[SourceCell]:
@@ -88,14 +88,19 @@ class Submission:
     """What the grader takes from a student's notebook.
 
     Attributes:
-        definitions: ``(label, source)`` pairs, one per top-level definition, in order.
+        code: The code cells to run in the sandbox, in order: ``{"number", "source", "grade_id"}``
+            (``number`` counts every cell of the notebook from 1, as Jupyter shows them; the
+            source is plain Python; test cells are left out, locked cells are the source's).
+        steps: The plan: ``("cell", i)`` runs ``code[i]`` in the sandbox, ``("test", grade_id)``
+            runs the source's test in the checker.
         problems: Readable notes on what could not be used (syntax errors, unreadable file).
         answers: grade id -> the student's text of manually graded cells (matched by grade id).
         cells: The submission's cells (for the autograded copy); empty when unreadable.
         readable: False when the file could not be read at all.
     """
 
-    definitions: list[tuple[str, str]] = field(default_factory=list)
+    code: list[dict] = field(default_factory=list)
+    steps: list[tuple[str, object]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
     cells: list[dict] = field(default_factory=list)
@@ -190,9 +195,10 @@ def read_source(path: str | os.PathLike) -> Assignment:
     """
     path = Path(path).resolve()
     nb = read_json_notebook(path)
-    cells, graded = [], []
+    cells, graded, references = [], [], {}
     for index, cell in enumerate(nb["cells"]):
         meta, cell_type, src = _nbgrader(cell), cell.get("cell_type"), _source(cell)
+        own = (cell.get("metadata") or {}).get("grader") or {}
         grade_id, points = str(meta.get("grade_id", "")), float(meta.get("points", 0) or 0)
         if meta.get("grade") and meta.get("solution"):
             cells.append(SourceCell(index, "manual", src, grade_id, points, cell_type))
@@ -207,8 +213,10 @@ def read_source(path: str | os.PathLike) -> Assignment:
         elif meta.get("solution"):
             cells.append(SourceCell(index, "solution", src, grade_id))
             graded += defined_names(src)
+            for name in defined_names(src):
+                references[name] = [str(r) for r in own.get("reference", [])]
         else:
-            cells.append(SourceCell(index, "context", src))
+            cells.append(SourceCell(index, "context", src, grade_id if meta.get("locked") else ""))
     if not any(c.kind == "test" for c in cells):
         raise NotebookError(f"{path} has no autograded test cell (nbgrader metadata grade=true)")
     ids = [c.grade_id for c in cells if c.kind in ("test", "manual")]
@@ -221,101 +229,109 @@ def read_source(path: str | os.PathLike) -> Assignment:
         cells=cells,
         graded_names=list(dict.fromkeys(graded)),
         digest=hashlib.sha256(path.read_bytes()).hexdigest(),
+        references={k: v for k, v in references.items() if v},
     )
 
 
-def _is_literal(node: ast.AST) -> bool:
-    try:
-        ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-    return True
+def _first_line(source: str) -> str:
+    lines = [line.strip() for line in source.strip().splitlines()]
+    return lines[0] if lines else ""
 
 
-def _keep(node: ast.stmt) -> bool:
-    """Definitions, and assignments of literal constants (``KERNEL = 3``)."""
-    if isinstance(node, _DEFINITIONS):
-        return True
-    if isinstance(node, ast.Assign):
-        return all(isinstance(t, ast.Name) for t in node.targets) and _is_literal(node.value)
-    if isinstance(node, ast.AnnAssign):
-        return isinstance(node.target, ast.Name) and node.value is not None and _is_literal(node.value)
-    return False
-
-
-def _label(node: ast.stmt) -> str:
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return node.name
-    if isinstance(node, (ast.Import, ast.ImportFrom)):
-        return "import " + ", ".join(a.asname or a.name for a in node.names)
-    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-    return ", ".join(t.id for t in targets)
+def defines(code: list[dict]) -> set[str]:
+    """Top-level names the cells bind: functions, classes, assignments and imports."""
+    names = set()
+    for cell in code:
+        try:
+            tree = ast.parse(cell["source"])
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
 
 
 def read_submission(path: str | os.PathLike, assignment: Assignment) -> Submission:
-    """Take the definitions (and hand-graded answers) from a student's notebook.
+    """The plan for a student's notebook: its code cells in order, the source's tests in place.
 
     Never raises for a bad submission: what cannot be used is described in ``problems``.
     """
-    sub = Submission()
     try:
         nb = read_json_notebook(path)
     except NotebookError as exc:
         return Submission(problems=[str(exc)], readable=False)
-    sub.cells = nb["cells"]
+    sub = Submission(cells=nb["cells"])
+    tests = [c.grade_id for c in assignment.tests]
+    test_first_lines = {_first_line(c.source) for c in assignment.tests} - {""}
+    locked = {c.grade_id: c.source for c in assignment.cells if c.kind == "context" and c.grade_id}
     manual_ids = {c.grade_id for c in assignment.manual}
+    placed = {}  # test grade id -> position in steps
     for number, cell in enumerate(sub.cells, start=1):
         meta, src = _nbgrader(cell), _source(cell)
-        if meta.get("grade_id") in manual_ids and (meta.get("solution") or meta.get("task")):
-            sub.answers.setdefault(str(meta["grade_id"]), src)
-        if cell.get("cell_type") != "code" or not src.strip():
+        gid = str(meta.get("grade_id", ""))
+        if gid in manual_ids and (meta.get("solution") or meta.get("task")):
+            sub.answers.setdefault(gid, src)
+        if cell.get("cell_type") != "code":
+            continue
+        if gid in tests or (meta.get("grade") and not meta.get("solution")) or _first_line(src) in test_first_lines:
+            if gid in tests and gid not in placed:  # the source's test runs here (the first copy)
+                placed[gid] = len(sub.steps)
+                sub.steps.append(("test", gid))
+            continue
+        src = locked.get(gid, src)
+        if not src.strip():
             continue
         try:
-            tree = ast.parse(to_python(src))
+            code = to_python(src)
+            ast.parse(code)
         except SyntaxError as exc:
             line = (exc.text or "").strip()
             sub.problems.append(
                 f"cell {number} has a syntax error (line {exc.lineno}: {exc.msg}"
                 + (f": {line[:80]}" if line else "")
-                + "), so nothing in it was graded"
+                + "), so nothing in it ran"
             )
             continue
         except Exception as exc:  # IPython's transformer on very odd input
-            sub.problems.append(f"cell {number} could not be read as Python ({exc}); skipped")
+            sub.problems.append(f"cell {number} could not be read as Python ({exc}); it did not run")
             continue
-        for node in tree.body:
-            if _keep(node):
-                sub.definitions.append((f"cell {number}: {_label(node)}", ast.unparse(node)))
-    defined = set()
-    for _, code in sub.definitions:
-        defined.update(defined_names(code))
-    missing = [n for n in assignment.graded_names if n not in defined]
+        sub.steps.append(("cell", len(sub.code)))
+        sub.code.append({"number": number, "source": code, "grade_id": gid})
+    _place_missing_tests(sub, assignment, placed)
+    missing = [n for n in assignment.graded_names if n not in defines(sub.code)]
     if missing:
         sub.problems.append("not defined in the submission: " + ", ".join(missing))
     return sub
 
 
-def program(assignment: Assignment, submission: Submission) -> list[dict]:
-    """The steps the sandbox (and, with the student's part replayed, the checker) runs.
-
-    Returns:
-        ``{"key", "kind", "source", "grade_id"}`` dicts in notebook order; the student's
-        definitions are one ``"student"`` step (with ``"definitions"``) in place of the first
-        exercise cell.
-    """
-    steps, placed = [], False
+def _place_missing_tests(sub: Submission, assignment: Assignment, placed: dict) -> None:
+    """Put each deleted test right after the submission's cell of the exercise before it in the
+    source (else at the end), and keep the tests in the source's order."""
+    position_of_cell = {c["grade_id"]: k for k, c in enumerate(sub.code) if c["grade_id"]}
+    step_of_cell = {i: k for k, (kind, i) in enumerate(sub.steps) if kind == "cell"}
+    anchor = None
     for cell in assignment.cells:
-        if cell.kind in ("solution", "manual"):
-            if not placed:
-                steps.append({"key": "student", "kind": "student", "definitions": submission.definitions})
-                placed = True
+        if cell.kind == "solution" and cell.grade_id in position_of_cell:
+            anchor = step_of_cell[position_of_cell[cell.grade_id]]
+        if cell.kind != "test":
             continue
-        key = cell.grade_id if cell.kind == "test" else f"cell{cell.index}"
-        try:
-            source = to_python(cell.source)
-        except Exception:
-            source = cell.source
-        steps.append({"key": key, "kind": cell.kind, "source": source, "grade_id": cell.grade_id})
-    if not placed:
-        steps.insert(0, {"key": "student", "kind": "student", "definitions": submission.definitions})
-    return steps
+        if cell.grade_id in placed:
+            anchor = placed[cell.grade_id]
+            continue
+        where = len(sub.steps) if anchor is None else anchor + 1
+        sub.steps.insert(where, ("test", cell.grade_id))
+        placed = {g: (p + 1 if p >= where else p) for g, p in placed.items()}
+        step_of_cell = {i: (k + 1 if k >= where else k) for i, k in step_of_cell.items()}
+        placed[cell.grade_id] = anchor = where
+    # the checker runs the tests in the source's order (later tests may use earlier ones' state)
+    order = [c.grade_id for c in assignment.tests]
+    positions = sorted(k for k, (kind, _) in enumerate(sub.steps) if kind == "test")
+    for k, gid in zip(positions, order):
+        sub.steps[k] = ("test", gid)

@@ -1,37 +1,32 @@
-"""The sandbox: runs one submission's program in a confined process and records its calls.
+"""The sandbox: runs one submission's code cells in a confined process and calls its functions.
 
-``python -m grader.sandbox WORKDIR`` (or a fork of the zygote, ``python -m grader.sandbox
---zygote``, which imports TensorFlow once and forks one sandbox per submission) reads
-``WORKDIR/program.json``, deletes it, confines itself and runs the program: the instructor's
-set-up and test cells with the student's definitions. Every call from a cell to one of the
-graded functions is recorded in ``WORKDIR/records.jsonl`` (its return value encoded by
-:mod:`grader.codec`, or its exception). Nothing here decides a grade: the records are only
-*data* for the trusted checker, which replays the tests against them.
+``python -m grader.sandbox SCRATCH`` is started by the grader inside bubblewrap namespaces
+(:mod:`grader.isolation`). It reads ``SCRATCH/program.json`` (the submission's own code cells,
+made plain Python by the trusted side; no test code, no hidden test, no solution), imports the
+heavy modules, confines itself (second wall: Landlock, seccomp, rlimits) and then serves the
+grader over its standard input and output, one JSON line each way:
 
-Confinement (Linux; each part is skipped with a note when the kernel lacks it):
+- ``{"op": "run", "id": n, "cell": i}``: run code cell ``i`` in the notebook's namespace, as
+  *Restart and Run All* would; reply ``{"op": "ran", "id": n, "error": {...} | null}``;
+- ``{"op": "call", "id": n, "name": f, "args": [...], "kwargs": {...}}``: call the student's
+  ``f`` with arguments the trusted checker encoded (files in the read-only inbox); reply
+  ``{"op": "return", "id": n, "value" | "error": ..., "mutated": {...}, "used_reference": [...]}``
+  with the value encoded by :mod:`grader.codec` (files in ``SCRATCH/out``).
 
-- Landlock: the file system is read-only except the working folder, and only the Python
-  installation, the ``course`` package, the model and data folders are readable at all: not
-  the sources (``solutions/``), hidden tests, gradebook or other students' files.
-- seccomp: no sockets (no network), no new processes or programs (``fork``/``exec``), no
-  signals to other processes, no ``ptrace`` or reading other processes' memory.
-- Limits: no core dumps, files of at most 64 MB (so output is capped); the parent watches
-  resident memory, time per cell and per submission, and kills the process when one is over.
+Nothing here decides a grade and nothing the student's code writes is trusted: the grader keeps
+its own clock, reads replies with size limits, and the checker decodes values strictly.
 """
+
 
 from __future__ import annotations
 
-import builtins
 import ctypes
 import json
 import os
 import platform
 import resource
-import select
 import signal
 import sys
-import time
-import traceback
 from pathlib import Path
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -43,10 +38,11 @@ _SYSCALLS = {  # arch -> audit arch, {name: number}
     "x86_64": (0xC000003E, {"socket": 41, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
                             "io_uring_setup": 425, "pidfd_send_signal": 424, "tkill": 200, "kill": 62,
                             "tgkill": 234, "clone": 56, "clone3": 435, "fork": 57, "vfork": 58,
-                            "execve": 59, "execveat": 322}),
+                            "execve": 59, "execveat": 322, "memfd_create": 319}),
     "aarch64": (0xC00000B7, {"socket": 198, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
                              "io_uring_setup": 425, "pidfd_send_signal": 424, "tkill": 130, "kill": 129,
-                             "tgkill": 131, "clone": 220, "clone3": 435, "execve": 221, "execveat": 281}),
+                             "tgkill": 131, "clone": 220, "clone3": 435, "execve": 221, "execveat": 281,
+                             "memfd_create": 279}),
 }
 _CLONE_THREAD = 0x00010000
 
@@ -59,7 +55,7 @@ class _Prog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Filter))]
 
 
-def _bpf_program(arch: int, nr: dict, pid: int) -> list[tuple]:
+def _bpf_program(arch: int, nr: dict, pid: int, extra: tuple = ()) -> list[tuple]:
     LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06
     ALLOW, ERRNO_EPERM, ERRNO_ENOSYS = 0x7FFF0000, 0x00050001, 0x00050026
     JGE = 0x35
@@ -67,7 +63,7 @@ def _bpf_program(arch: int, nr: dict, pid: int) -> list[tuple]:
     prog = [(LD, 0, 0, 4), (JEQ, 1, 0, arch), (RET, 0, 0, ERRNO_EPERM), (LD, 0, 0, 0),
             (JGE, 0, 1, 0x40000000), (RET, 0, 0, ERRNO_EPERM)]
     deny = ["socket", "ptrace", "process_vm_readv", "process_vm_writev", "io_uring_setup",
-            "pidfd_send_signal", "tkill", "fork", "vfork", "execve", "execveat"]
+            "pidfd_send_signal", "tkill", "fork", "vfork", "execve", "execveat", *extra]
     for name in deny:
         if name in nr:
             prog += [(JEQ, 0, 1, nr[name]), (RET, 0, 0, ERRNO_EPERM)]
@@ -87,8 +83,9 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def seccomp() -> str:
-    """Install the syscall filter. Returns a note on what was (not) done."""
+def seccomp(block_memfd: bool = False) -> str:
+    """Install the syscall filter (also refusing ``memfd_create`` when asked: memory that no
+    cgroup counts). Returns a note on what was (not) done."""
     machine = platform.machine()
     if machine not in _SYSCALLS:
         return f"seccomp: not installed (no syscall table for {machine})"
@@ -96,7 +93,7 @@ def seccomp() -> str:
     libc = _libc()
     if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         return f"seccomp: not installed (no_new_privs: {os.strerror(ctypes.get_errno())})"
-    rules = _bpf_program(arch, nr, os.getpid())
+    rules = _bpf_program(arch, nr, os.getpid(), ("memfd_create",) if block_memfd else ())
     filters = (_Filter * len(rules))(*[_Filter(*r) for r in rules])
     prog = _Prog(len(rules), filters)
     if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
@@ -155,16 +152,19 @@ def landlock(read: list[str], write: list[str]) -> str:
     return f"landlock: on (ABI {abi})"
 
 
-def confine(workdir: str, read: list[str]) -> list[str]:
+def confine(workdir: str, read: list[str], block_memfd: bool = False, private_tmp: bool = False) -> list[str]:
     """Confine this process to ``workdir``; returns notes on each mechanism."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    notes = [landlock(read, [workdir, "/dev/null"]), seccomp()]
+    writable = [workdir, "/dev/null", *(["/tmp", "/dev/shm"] if private_tmp else [])]  # bwrap's own tmpfs
+    notes = [landlock(read, writable), seccomp(block_memfd)]
     return notes
 
 
-# ------------------------------------------------------------------------------ the recorder
+
+
+# ------------------------------------------------------------------------------ the server
 class _CappedText:
     """``sys.stdout``/``sys.stderr`` replacement: keeps the first characters, drops the rest."""
 
@@ -190,151 +190,139 @@ class _CappedText:
         return self.stream.fileno()
 
 
-class Recorder:
-    """Runs the program's steps and writes the event log (``records.jsonl``)."""
+class Server:
+    """Runs the submission's cells and calls its functions, as the grader asks."""
 
-    def __init__(self, workdir: Path, program: dict):
+    def __init__(self, scratch: Path, program: dict, replies):
         from grader.codec import Encoder
-
-        self.program = program
-        self.log = open(workdir / "records.jsonl", "a", buffering=1, encoding="utf-8")
-        self.encoder = Encoder(workdir / "blobs", prefix=int(program.get("attempt", 0)))
-        self.key = ""
-        self.depth = 0  # graded functions called by graded functions are not recorded
-        self.graded = list(program["graded_names"])
         from grader.notebook import namespace
 
+        self.scratch, self.program, self.replies = scratch, program, replies
+        self.inbox = Path(program["inbox"])
+        self.encoder = Encoder(scratch / "out", prefix=int(program.get("attempt", 0)))
         self.namespace = namespace()
-        self.student = None  # the student's own namespace (their functions' globals)
-        self.student_names: set[str] = set()
+        self.references = {k: list(v) for k, v in program.get("references", {}).items()}
+        self.models = {}  # the checker's models, loaded once per sandbox (by file content)
 
-    def emit(self, **event) -> None:
-        event["time"] = round(time.monotonic(), 3)
-        self.log.write(json.dumps(event) + "\n")
+    def reply(self, **message) -> None:
+        self.replies.write((json.dumps(message) + "\n").encode())
+        self.replies.flush()
 
-    def wrapper(self, name: str):
+    def run_cell(self, request: dict) -> None:
+        from grader.codec import encode_exception
+
+        cell = self.program["cells"][int(request["cell"])]
+        error = None
+        try:
+            exec(compile(cell["source"], f"<cell {cell['number']}>", "exec"), self.namespace)
+        except BaseException as exc:  # the notebook goes on, as Run All with errors allowed does
+            error = encode_exception(exc)
+        self.reply(op="ran", id=request["id"], error=error)
+
+    def _argument(self, data):
+        from grader.codec import decode, model_digest
+
+        if isinstance(data, dict) and data.get("t") == "keras":
+            digest = model_digest(self.inbox, data["blob"])
+            if digest not in self.models:
+                self.models[digest] = decode(self.inbox, data)
+            return self.models[digest]
+        return decode(self.inbox, data)
+
+    def call(self, request: dict) -> None:
+        import numpy as np
+
         from grader.codec import encode_exception, fingerprint, shared_layers, unsupported
 
-        def call(*args, **kwargs):
-            key = self.key
-            fn = self.student.get(name) if self.student is not None else None
-            if self.depth:
-                return fn(*args, **kwargs)
-            if fn is None or not callable(fn):
-                what = "not defined" if fn is None else f"a {type(fn).__name__}, not a function"
-                exc = NameError(f"{name} is {what} in the submission")
-                self.emit(event="call", key=key, name=name, error=encode_exception(exc))
-                raise exc
-            # names the notebook defined later (not the graded ones: those are the student's own)
-            self.student.update({k: v for k, v in self.namespace.items()
-                                 if k not in self.student_names and k not in self.graded})
-            inputs = [*enumerate(args), *kwargs.items()]
-            before = {str(k): fingerprint(v) for k, v in inputs}
-            self.emit(event="begin", key=key, name=name, args=before)
-            self.depth += 1
-            try:
+        name = str(request["name"])
+        args = [self._argument(a) for a in request.get("args", [])]
+        kwargs = {str(k): self._argument(v) for k, v in dict(request.get("kwargs", {})).items()}
+        fn = self.namespace.get(name)
+        message = {"op": "return", "id": request["id"]}
+        if fn is None or not callable(fn):
+            what = "not defined" if fn is None else f"a {type(fn).__name__}, not a function"
+            message["error"] = encode_exception(NameError(
+                f"{name} is {what} after running the notebook's cells in order (Restart and Run All)"))
+            self.reply(**message)
+            return
+        inputs = [*enumerate(args), *kwargs.items()]
+        before = {str(k): fingerprint(v) for k, v in inputs}
+        used, error, value = [], None, None
+        try:
+            with _reference_guard(name, self.references.get(name, [])) as used:
                 value = fn(*args, **kwargs)
-                error = None
-            except BaseException as exc:
-                error = exc
-            finally:
-                self.depth -= 1
-            event = {"event": "call", "key": key, "name": name, "args": before}
-            import numpy as np
-
-            changed = {str(k): self.encoder.array(v) for k, v in inputs
-                       if isinstance(v, np.ndarray) and fingerprint(v) != before[str(k)]}
-            if changed:
-                event["mutated"] = changed  # replayed on the checker's arguments
-            if error is not None:
-                self.emit(**event, error=encode_exception(error))
-                raise error
+        except BaseException as exc:
+            error = exc
+        if used:
+            message["used_reference"] = list(used)
+        changed = {str(k): self.encoder.array(v) for k, v in inputs
+                   if isinstance(v, np.ndarray) and fingerprint(v) != before[str(k)]}
+        if changed:
+            message["mutated"] = changed  # replayed on the checker's arguments
+        if error is not None:
+            message["error"] = encode_exception(error)
+        else:
             try:
                 encoded = self.encoder.encode(value)
                 if encoded.get("t") == "keras":
                     encoded["shared"] = shared_layers(value, args, kwargs)
             except BaseException as exc:  # a value whose conversion fails
                 encoded = unsupported(value, f"a value that could not be converted ({type(exc).__name__})")
-            self.emit(**event, value=encoded)
-            return value
+            message["value"] = encoded
+        self.reply(**message)
 
-        call.__name__ = call.__qualname__ = name
-        return call
-
-    def define(self, definitions: list, skip: set) -> None:
-        from grader.codec import encode_exception
-
-        self.student = dict(self.namespace)
-        for j, (label, code) in enumerate(definitions):
-            key = f"student:{j}"
-            if key in skip:
-                continue
-            self.key = key
-            self.emit(event="start", key=key)
-            try:
-                exec(compile(code, f"<{label}>", "exec"), self.student)
-            except BaseException as exc:
-                self.emit(event="deferror", key=key, label=label, error=encode_exception(exc))
-        self.student_names = {k for k, v in self.student.items() if self.namespace.get(k, self) is not v}
-        for name in self.graded:
-            self.namespace[name] = self.wrapper(name)
-
-    def run(self) -> None:
-        from grader.codec import encode_exception
-
-        skip = set(self.program.get("skip", []))
-        for step in self.program["steps"]:
-            if step["kind"] == "student":
-                self.define(step["definitions"], skip)
-                continue
-            if step["key"] in skip:
-                continue
-            self.key = step["key"]
-            self.emit(event="start", key=self.key)
-            try:
-                exec(compile(step["source"], f"<{self.key}>", "exec"), self.namespace)
-            except BaseException as exc:
-                self.emit(event="cellerror", key=self.key, error=encode_exception(exc))
-            self.emit(event="end", key=self.key)
-        self.emit(event="done")
+    def serve(self, requests) -> None:
+        for line in requests:
+            request = json.loads(line)
+            if request.get("op") == "run":
+                self.run_cell(request)
+            elif request.get("op") == "call":
+                self.call(request)
+            elif request.get("op") == "exit":
+                break
 
 
-def _prepare_child(workdir: Path) -> dict:
-    """In the freshly started/forked sandbox process: read the program, redirect output, confine."""
-    os.chdir(workdir)
-    program_file = workdir / "program.json"
-    program = json.loads(program_file.read_text(encoding="utf-8"))
-    program_file.unlink()
-    out = os.open(workdir / "output.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+class _NoGuard:
+    def __enter__(self):
+        return []
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _reference_guard(exercise: str, references: list[str]):
+    """While a graded function runs: the package functions that solve its exercise refuse to
+    (``course.checks.reference_off_limits``; the same guard the notebooks' visible tests use)."""
+    if not references:
+        return _NoGuard()
+    try:
+        from course.checks import reference_off_limits
+    except ImportError:
+        return _NoGuard()
+    return reference_off_limits(exercise, references)
+
+
+def _prepare_child(scratch: Path):
+    """In the new sandbox process: read the program, keep the protocol pipes, redirect output."""
+    os.chdir(scratch)
+    program = json.loads((scratch / "program.json").read_text(encoding="utf-8"))
+    (scratch / "program.json").unlink()
+    requests = os.fdopen(os.dup(0), "rb")
+    replies = os.fdopen(os.dup(1), "wb")
+    out = os.open(scratch / "output.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
-    os.closerange(3, 65536)
+    os.close(null)
+    os.close(out)
     sys.stdout = _CappedText(open(1, "w", buffering=1, closefd=False), MAX_PRINT_CHARS)
     sys.stderr = _CappedText(open(2, "w", buffering=1, closefd=False), MAX_PRINT_CHARS)
-    os.environ["HOME"] = os.environ["TMPDIR"] = str(workdir)
+    os.environ["HOME"] = os.environ["TMPDIR"] = str(scratch)
     import tempfile
 
-    tempfile.tempdir = str(workdir)
-    notes = confine(str(workdir), program.get("read", []))
-    print("[grader]", "; ".join(notes), file=sys.stderr)
-    return program
-
-
-def child_main(workdir: str) -> int:
-    """The sandbox process: prepare, run the program, exit 0 (even when cells failed)."""
-    workdir = Path(workdir)
-    program = _prepare_child(workdir)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    try:
-        Recorder(workdir, program).run()
-    except BaseException:  # the grader's own failure: say so in the output
-        traceback.print_exc()
-        return 3
-    return 0
+    tempfile.tempdir = str(scratch)
+    return program, requests, replies
 
 
 def _preload() -> None:
@@ -347,55 +335,39 @@ def _preload() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    import matplotlib
+
+    matplotlib.use("Agg")
     import grader.codec  # noqa: F401  (used after confinement)
+    import grader.notebook  # noqa: F401
+
+    try:
+        import course.checks  # noqa: F401
+    except ImportError:
+        pass
 
 
-def zygote_main() -> int:
-    """Import the heavy modules once, then fork one sandbox per request.
-
-    Protocol (JSON lines): stdin ``{"id": n, "workdir": path}``; stdout ``{"id": n, "pid": p}``
-    once forked and ``{"id": n, "status": s}`` when it ended (``s`` as ``os.waitstatus_to_exitcode``).
-    """
+def child_main(scratch: str) -> int:
+    """The sandbox process: prepare, confine, say ready, serve until the grader is done."""
+    scratch = Path(scratch)
+    program, requests, replies = _prepare_child(scratch)
     _preload()
-    requests, pids = sys.stdin.buffer, {}
-    reply = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-    print(json.dumps({"ready": True}), file=reply)
-    buffer = b""
-    while True:
-        ready, _, _ = select.select([requests], [], [], 0.05)
-        if ready:
-            chunk = os.read(requests.fileno(), 65536)
-            if not chunk:
-                break
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                request = json.loads(line)
-                pid = os.fork()
-                if pid == 0:
-                    code = 3
-                    try:
-                        os.setsid()
-                        code = child_main(request["workdir"])
-                    finally:
-                        os._exit(code)
-                pids[pid] = request["id"]
-                print(json.dumps({"id": request["id"], "pid": pid}), file=reply)
-        while pids:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-            print(json.dumps({"id": pids.pop(pid), "status": os.waitstatus_to_exitcode(status)}), file=reply)
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    notes = confine(str(scratch), program.get("read", []), block_memfd=not program.get("cgroup"),
+                    private_tmp=bool(program.get("private_tmp")))
+    print("[grader]", "; ".join(notes), file=sys.stderr)
+    sys.path.insert(0, str(scratch))  # modules handed in beside the notebook, as in Jupyter
+    replies.write((json.dumps({"op": "ready", "notes": notes}) + "\n").encode())
+    replies.flush()
+    Server(scratch, program, replies).serve(requests)
     return 0
 
 
+def main() -> None:
+    """``python -m grader.sandbox SCRATCH`` (the grader starts it; not for use by hand)."""
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m grader.sandbox SCRATCH")
+    sys.exit(child_main(sys.argv[1]))
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--zygote"]:
-        sys.exit(zygote_main())
-    if len(sys.argv) == 2:
-        _preload()
-        sys.exit(child_main(sys.argv[1]))
-    sys.exit("usage: python -m grader.sandbox WORKDIR | --zygote")
+    main()
