@@ -51,16 +51,25 @@ CLASS_LIMITS = ["--cell-timeout", "20", "--memory-mb", "1500"]
 OUTPUTS = {"grading", "autograded", "feedback", "grades.csv", ".nbgrader.log"}
 # pid 1 of the grader's PID namespace: runs the grader as its child (a pid 1 ignores SIGKILL
 # from inside its namespace, which would hide an attack on the grader's process)
-INIT = ("import signal, subprocess, sys\n"
+INIT = ("import os, signal, subprocess, sys\n"
         "child = subprocess.Popen(sys.argv[1:])\n"
         "signal.signal(signal.SIGTERM, lambda *a: child.kill())\n"
-        "sys.exit(child.wait())\n")
+        "code = 1\n"
+        "while True:  # reap every orphan; end with the grader\n"
+        "    try:\n"
+        "        pid, status = os.wait()\n"
+        "    except ChildProcessError:\n"
+        "        break\n"
+        "    if pid == child.pid:\n"
+        "        code = os.waitstatus_to_exitcode(status)\n"
+        "        break\n"
+        "sys.exit(code if code >= 0 else 128 - code)\n")
 
 
 # ---------------------------------------------------------------------------- running the grader
 def _namespace_prefix() -> list[str]:
-    for prefix in (["unshare", "--pid", "--fork", "--kill-child"],
-                   ["bwrap", "--dev-bind", "/", "/", "--unshare-pid", "--die-with-parent", "--"]):
+    for prefix in (["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
+                   ["bwrap", "--dev-bind", "/", "/", "--proc", "/proc", "--unshare-pid", "--die-with-parent", "--"]):
         if shutil.which(prefix[0]):
             try:
                 if subprocess.run(prefix + ["true"], capture_output=True, timeout=30).returncode == 0:
@@ -281,9 +290,10 @@ def model_cache(trained_model):
 def _class_run(tmp: Path, make_cases, cwd_of, limits: list[str], layout: str) -> Run:
     token = pysecrets.token_hex(8)
     if layout == "parent":  # cwd = a folder holding solutions/ and the course directory
-        source, course = T.prepare_sources(tmp / "solutions", token), tmp / "course"
+        # (not named "course": a folder of that name in the working folder would shadow the package)
+        source, course = T.prepare_sources(tmp / "solutions", token), tmp / "classroom"
     else:
-        source, course = T.prepare_sources(tmp / "src" / "solutions", token), tmp / "course"
+        source, course = T.prepare_sources(tmp / "src" / "solutions", token), tmp / "classroom"
     T.make_gradebook(course, token)
     listener = Listener()
     try:
@@ -437,15 +447,28 @@ def test_readers_learn_nothing_when_the_working_folder_holds_solutions(parent_ru
 
 # ---------------------------------------------------------------------------- a grader failure
 def test_a_broken_source_is_an_error_never_a_zero_and_is_graded_on_the_next_run(tmp_path, model_cache):
+    """The instructor's set-up cell raises (a broken copy of the source, while a flag file
+    exists). With the canary: nothing is graded, exit code non-zero. Without it
+    (``--no-canary``): every submission is an "error", never a zero, export says "not graded",
+    exit code non-zero. Repaired (the same source, so the same hashes), a rerun without
+    ``--force`` grades them."""
     source = tmp_path / "src" / "solutions"
     shutil.copytree(ROOT / "solutions", source)
     flag = tmp_path / "setup-is-broken"
     flag.touch()
     T.break_source(source, T.N02, flag)
-    course = tmp_path / "course"
+    course = tmp_path / "classroom"
     cases = T.failure_class()
     T.write(course, cases)
-    proc = grader("autograde", T.N02, *JOBS, "--cell-timeout", "20", course=course, source=source, cwd=course)
+    run = lambda *extra: grader("autograde", T.N02, *JOBS, "--cell-timeout", "20", *extra,  # noqa: E731
+                                course=course, source=source, cwd=course)
+
+    proc = run()
+    assert proc.returncode != 0, f"the grader exited 0 although its canary could not be graded:\n{proc.stdout[-2000:]}"
+    graded = {k: r.get("status") for k, r in results(course).items() if r.get("status") != "error"}
+    assert not graded, f"graded although the canary failed: {graded}"
+
+    proc = run("--no-canary")
     assert proc.returncode != 0, f"the grader exited 0 although its checker could not run:\n{proc.stdout[-2000:]}"
     got = results(course)
     for case in cases:
@@ -457,8 +480,8 @@ def test_a_broken_source_is_an_error_never_a_zero_and_is_graded_on_the_next_run(
         row = rows.get((case.assignment, case.student))
         assert row is not None and any("not graded" in str(v).lower() for v in row.values()), (case.student, row)
 
-    flag.unlink()  # the instructor repairs the set-up; the same source, so the same hashes
-    again = grader("autograde", T.N02, *JOBS, "--cell-timeout", "20", course=course, source=source, cwd=course)
+    flag.unlink()  # the instructor repairs the set-up
+    again = run()
     _ok(again, "autograde after the repair (without --force)")
     got = results(course)
     for case in cases:

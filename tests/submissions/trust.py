@@ -509,7 +509,7 @@ def _print_all(found):
 '''
 
 REL_NAMES = ["gradebook.db", "grades.csv", "INSTRUCTOR_NOTES.txt", "solutions/INSTRUCTOR_NOTES.txt",
-             "src/solutions/INSTRUCTOR_NOTES.txt", "course/gradebook.db"]
+             "src/solutions/INSTRUCTOR_NOTES.txt", "classroom/gradebook.db"]
 
 
 def _rel_names() -> list[str]:
@@ -517,7 +517,7 @@ def _rel_names() -> list[str]:
     for n in NOTEBOOKS:
         names += [f"solutions/{n}/{n}.ipynb", f"src/solutions/{n}/{n}.ipynb", f"{n}/{n}.ipynb"]
     names += [f"submitted/o_victim/{N02}/{N02}.ipynb", f"submitted/o_victim/{N02}/notes.txt",
-              f"course/submitted/o_victim/{N02}/{N02}.ipynb", f"course/submitted/o_victim/{N02}/notes.txt"]
+              f"classroom/submitted/o_victim/{N02}/{N02}.ipynb", f"classroom/submitted/o_victim/{N02}/notes.txt"]
     return names
 
 
