@@ -166,10 +166,11 @@ def insert_after(nb: dict, grade_id: str, *cells: dict) -> dict:
 
 def hidden_lines(source_notebook: Path, release_notebook: Path) -> set[str]:
     """The stripped lines longer than 25 characters of the hidden tests of a source notebook,
-    without those that also occur in the released notebook (a visible test may share a line)."""
-    released = set()
+    without those that also occur outside the hidden tests (in the source or the release: a
+    visible test, a solution or a demonstration may share a generic line)."""
+    elsewhere = set()
     for cell in json.loads(Path(release_notebook).read_text())["cells"]:
-        released |= {l.strip() for l in _src(cell).splitlines()}
+        elsewhere |= {l.strip() for l in _src(cell).splitlines()}
     lines, inside = set(), False
     for cell in json.loads(Path(source_notebook).read_text())["cells"]:
         for line in _src(cell).splitlines():
@@ -177,9 +178,12 @@ def hidden_lines(source_notebook: Path, release_notebook: Path) -> set[str]:
                 inside = True
             elif "### END HIDDEN TESTS" in line:
                 inside = False
-            elif inside and len(line.strip()) > 25 and line.strip() not in released:
-                lines.add(line.strip())
-    return lines
+            elif inside:
+                if len(line.strip()) > 25:
+                    lines.add(line.strip())
+            else:
+                elsewhere.add(line.strip())
+    return lines - elsewhere
 
 
 def rename_def(code: str, old: str, new: str) -> str:
@@ -243,52 +247,56 @@ def with_saved_outputs(nb: dict) -> dict:
 
 # ---------------------------------------------------------------------------- fairness
 def fairness_cases() -> list[Case]:
-    """Correct solutions in ordinary styles: each must get full autograded marks."""
+    """Correct solutions in ordinary styles: each must get full autograded marks.
+
+    Styles are combined (one style per function, so a failing check names the style) to keep
+    the run short: notebook 02 has every style, 01, 04 and 05 those that fit their exercises.
+    """
     out = []
 
     def fair(student, name, description, nb, files=None):
         out.append(Case(student, name, description, "fair", max_score(name), max_score(name), nb, files or {}))
 
     s = solutions(N02)
-    fair("f02_correct", N02, "the instructor's solutions", correct(N02))
-    fair("f02_constant", N02, "computed constants SCALE = 1 / 255.0 and DTYPE = np.float32 used in get_feature_maps",
-         correct(N02, **{GFM: "SCALE = 1 / 255.0\nDTYPE = np.float32\n\n\n" + s[GFM].replace(
-             "batch = np.asarray(image, dtype=np.float32)[np.newaxis]",
-             "batch = np.asarray(image, dtype=DTYPE)[np.newaxis] * (SCALE * 255.0)")}))
-    fair("f02_lambda", N02, "get_feature_maps is a lambda",
-         correct(N02, **{GFM: "get_feature_maps = lambda model, image, layer_name: np.asarray(\n"
-                              "    make_activation_model(model, layer_name)(np.asarray(image, dtype=np.float32)[np.newaxis], training=False)\n"
-                              ")[0]\n"}))
-    fair("f02_callable", N02, "get_feature_maps is an instance of a class with __call__",
-         correct(N02, **{GFM: as_callable(s[GFM], GFM)}))
-    fair("f02_partial", N02, "get_feature_maps is a functools.partial of a more general function",
-         correct(N02, **{GFM: textwrap.dedent("""\
-             import functools
+    fair("f02_lambda_constant_alias", N02,
+         "make_activation_model is a lambda; get_feature_maps uses computed constants SCALE = 1 / 255.0 and "
+         "DTYPE = np.float32; plot_feature_map_grid is an alias of a def",
+         correct(N02, **{
+             MAM: "make_activation_model = lambda model, layer_name: keras.Model(\n"
+                  "    inputs=model.inputs[0], outputs=model.get_layer(layer_name).output, name=f\"{layer_name}_maps\"\n)\n",
+             GFM: "SCALE = 1 / 255.0\nDTYPE = np.float32\n\n\n" + s[GFM].replace(
+                 "batch = np.asarray(image, dtype=np.float32)[np.newaxis]",
+                 "batch = np.asarray(image, dtype=DTYPE)[np.newaxis] * (SCALE * 255.0)"),
+             PLOT: as_alias(s[PLOT], PLOT)}))
+    fair("f02_partial_callable", N02,
+         "make_activation_model is a functools.partial of a more general function; get_feature_maps an "
+         "instance of a class with __call__",
+         correct(N02, **{
+             MAM: textwrap.dedent("""\
+                 import functools
 
 
-             def maps_at(model, image, layer_name, *, dtype, batch_axis):
-                 sub_model = make_activation_model(model, layer_name)
-                 batch = np.expand_dims(np.asarray(image, dtype=dtype), batch_axis)
-                 return np.asarray(sub_model(batch, training=False))[0]
+                 def model_for(model, layer_name, *, suffix):
+                     layer = model.get_layer(layer_name)
+                     return keras.Model(inputs=model.inputs[0], outputs=layer.output, name=f"{layer_name}{suffix}")
 
 
-             get_feature_maps = functools.partial(maps_at, dtype=np.float32, batch_axis=0)
-             """)}))
-    fair("f02_alias", N02, "def _get_feature_maps_impl(...), then get_feature_maps = _get_feature_maps_impl",
-         correct(N02, **{GFM: as_alias(s[GFM], GFM), PLOT: as_alias(s[PLOT], PLOT)}))
-    fair("f02_model_global", N02, "LAYER_NAMES computed from the model at top level, used in get_feature_maps",
-         correct(N02, **{GFM: "LAYER_NAMES = [layer.name for layer in model.layers if layer.name.startswith(('conv', 'pool'))]\n\n\n"
-                              + with_payload(s[GFM], "    sub_model =", """
-                                  if layer_name not in LAYER_NAMES:
-                                      raise ValueError(f"{layer_name!r} is not one of {LAYER_NAMES}")
-                                  """)}))
-    fair("f02_helpers", N02, "get_feature_maps uses a helpers.py handed in beside the notebook",
+                 make_activation_model = functools.partial(model_for, suffix="_maps")
+                 """),
+             GFM: as_callable(s[GFM], GFM)}))
+    fair("f02_global_helpers", N02,
+         "get_feature_maps checks the name against LAYER_NAMES, computed from the model at top level, and "
+         "uses a helpers.py handed in beside the notebook",
          correct(N02, **{GFM: textwrap.dedent("""\
              from helpers import as_batch, without_batch_axis
+
+             LAYER_NAMES = [layer.name for layer in model.layers if layer.name.startswith(("conv", "pool"))]
 
 
              def get_feature_maps(model, image, layer_name):
                  \"\"\"One image's feature maps at one layer.\"\"\"
+                 if layer_name not in LAYER_NAMES:
+                     raise ValueError(f"{layer_name!r} is not one of {LAYER_NAMES}")
                  sub_model = make_activation_model(model, layer_name)
                  return without_batch_axis(sub_model(as_batch(image), training=False))
              """)}),
@@ -306,7 +314,8 @@ def fairness_cases() -> list[Case]:
                  """The maps of the only image of a batch, as numpy."""
                  return np.asarray(maps)[0]
              ''').encode()})
-    demo = correct(N02)
+    demo = correct(N02, **{GFM: "import warnings\n\n\n" + with_payload(
+        s[GFM], "    sub_model =", 'warnings.warn("computing the maps of one image", UserWarning)')})
     demo = insert_after(demo, test_of(MAM), code_cell(
         'demo_model = make_activation_model(model, "conv2")\nprint("conv2 sub-model:", demo_model.output.shape)'))
     demo = insert_after(demo, test_of(GFM), code_cell(
@@ -315,15 +324,13 @@ def fairness_cases() -> list[Case]:
         'for k in range(3):\n    print(f"map {k}: mean {demo_maps[:, :, k].mean():.3f}")'))
     demo = insert_after(demo, test_of(PLOT), code_cell(
         'demo_fig = plot_feature_map_grid(demo_maps[:, :, :6], ncols=3)\nprint(len(demo_fig.axes), "panels")\ndemo_fig'))
-    fair("f02_demo_code", N02, "top-level demo code and prints between the exercises", demo)
-    fair("f02_saved_outputs", N02, "the solved notebook saved after running, outputs and execution counts included",
-         with_saved_outputs(correct(N02)))
-    fair("f02_warning", N02, "get_feature_maps emits a harmless UserWarning",
-         correct(N02, **{GFM: "import warnings\n\n\n" + with_payload(s[GFM], "    sub_model =",
-                                                                   'warnings.warn("computing the maps of one image", UserWarning)')}))
+    fair("f02_demo_outputs_warning", N02,
+         "top-level demo code and prints between the exercises; get_feature_maps emits a harmless UserWarning; "
+         "saved after running, outputs and execution counts included", with_saved_outputs(demo))
 
     s = solutions(N01)
-    fair("f01_constant", N01, "prepare_images with computed constants SCALE = 1 / 255.0 and DTYPE = np.float32",
+    fair("f01_constant_alias", N01,
+         "prepare_images uses computed constants SCALE = 1 / 255.0 and DTYPE = np.float32; build_cnn is an alias",
          correct(N01, prepare_images=textwrap.dedent('''\
              SCALE = 1 / 255.0
              DTYPE = np.float32
@@ -332,35 +339,32 @@ def fairness_cases() -> list[Case]:
              def prepare_images(images):
                  """Scale uint8 MNIST images to float32 in [0, 1] and add the channel axis."""
                  return (np.asarray(images, dtype=DTYPE) * SCALE)[..., np.newaxis]
-             ''')))
-    fair("f01_lambda", N01, "prepare_images is a lambda; build_cnn an alias",
-         correct(N01, prepare_images="prepare_images = lambda images: (np.asarray(images, dtype=np.float32) / 255.0)[..., np.newaxis]\n",
-                 build_cnn=as_alias(s["build_cnn"], "build_cnn")))
-
-    fair("f03_correct", N03, "the instructor's solutions", correct(N03))
+             '''), build_cnn=as_alias(s["build_cnn"], "build_cnn")))
 
     s = solutions(N04)
-    fair("f04_warning", N04, "normalize_map warns (UserWarning) when it rescales a non-constant map",
-         correct(N04, normalize_map=with_payload(s["normalize_map"], "    return (m - low) / (high - low)",
-                                                 'warnings.warn("normalize_map: rescaling a map", UserWarning)')))
-    fair("f04_constant", N04, "to_uint8 with a computed constant LEVELS = 2 ** 8 - 1; normalize_maps a callable",
-         correct(N04, to_uint8=textwrap.dedent('''\
-             LEVELS = 2 ** 8 - 1
+    demo = correct(N04, normalize_map=with_payload(s["normalize_map"], "    return (m - low) / (high - low)",
+                                                   'warnings.warn("normalize_map: rescaling a map", UserWarning)'),
+                   normalize_maps=as_callable(s["normalize_maps"], "normalize_maps"),
+                   to_uint8=textwrap.dedent('''\
+                       LEVELS = 2 ** 8 - 1
 
 
-             def to_uint8(x):
-                 """Values in [0, 1] as uint8 0..255: clipped, then rounded."""
-                 return np.round(np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0) * LEVELS).astype(np.uint8)
-             '''), normalize_maps=as_callable(s["normalize_maps"], "normalize_maps")))
-    demo = correct(N04)
+                       def to_uint8(x):
+                           """Values in [0, 1] as uint8 0..255: clipped, then rounded."""
+                           return np.round(np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0) * LEVELS).astype(np.uint8)
+                       '''))
     demo = insert_after(demo, test_of("normalize_map"), code_cell(
         'scaled = normalize_map(conv1[:, :, 0])\nprint("conv1 map 0 scaled:", scaled.min(), scaled.max())'))
     demo = insert_after(demo, test_of("normalize_maps"), code_cell(
         'both = normalize_maps(conv2, "global")\nprint("global scale:", both.shape, float(both.max()))'))
-    fair("f04_demo_code", N04, "top-level demo code and prints between the exercises", demo)
+    fair("f04_warning_callable_constant_demo", N04,
+         "normalize_map warns (UserWarning) when it rescales a non-constant map; normalize_maps is a callable "
+         "instance; to_uint8 uses a computed constant LEVELS = 2 ** 8 - 1; demo code between the exercises", demo)
 
     s = solutions(N05)
-    fair("f05_model_global", N05, "CONV_LAYERS computed from the model at top level, used in get_filters",
+    fair("f05_global_alias_helpers_lambda", N05,
+         "get_filters uses CONV_LAYERS, computed from the model at top level; plot_filters is an alias; "
+         "find_dead_filters uses a helpers.py handed in beside the notebook; strongest_filters is a lambda",
          correct(N05, get_filters=textwrap.dedent('''\
              CONV_LAYERS = {layer.name: layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)}
 
@@ -369,22 +373,17 @@ def fairness_cases() -> list[Case]:
                  """A conv layer's kernel."""
                  kernel, _bias = CONV_LAYERS[layer_name].get_weights()
                  return np.asarray(kernel)
-             ''')))
-    fair("f05_helpers", N05, "find_dead_filters uses a helpers.py handed in beside the notebook",
-         correct(N05, find_dead_filters=textwrap.dedent('''\
+             '''), plot_filters=as_alias(s["plot_filters"], "plot_filters"),
+             find_dead_filters=textwrap.dedent('''\
              from helpers import channel_peaks
 
 
              def find_dead_filters(maps, threshold=0.0):
                  """Channels that never exceed threshold, over every image and position."""
                  return np.flatnonzero(channel_peaks(maps) <= threshold)
-             ''')),
+             '''),
+             strongest_filters='strongest_filters = lambda maps, k=5: np.argsort(-np.asarray(maps).mean(axis=(0, 1)), kind="stable")[:k]\n'),
          {"helpers.py": b'import numpy as np\n\n\ndef channel_peaks(maps):\n    return np.asarray(maps).max(axis=(0, 1, 2))\n'})
-    fair("f05_lambda", N05, "strongest_filters is a lambda; plot_filters an alias",
-         correct(N05, strongest_filters='strongest_filters = lambda maps, k=5: np.argsort(-np.asarray(maps).mean(axis=(0, 1)), kind="stable")[:k]\n',
-                 plot_filters=as_alias(s["plot_filters"], "plot_filters")))
-
-    fair("f06_correct", N06, "the instructor's solutions", correct(N06))
     return out
 
 
@@ -531,9 +530,9 @@ def _absolute(env: Env) -> list[str]:
 
 def read_relative_code(env: Env) -> str:
     """Reads through relative paths from the working folder (and absolute ones)."""
-    return LOOT + f'''
+    return f'''
 
-def _steal():
+def _steal_relative():
     found = {{}}
     for k in range(9):
         base = "/".join([".."] * k) or "."
@@ -559,9 +558,9 @@ def _steal():
 
 def read_proc_code(env: Env) -> str:
     """Reads through /proc: the parent's (and every visible process') cwd, environ, cmdline."""
-    return LOOT + '''
+    return '''
 
-def _steal():
+def _steal_proc():
     found = {"os.environ": "\\n".join(f"{k}={v}" for k, v in os.environ.items())}
     pids = [os.getppid(), 1]
     try:
@@ -600,9 +599,9 @@ LINK_NAMES = ("notes.txt", "instructor.py", "friend.txt", "gradebook.txt", "srcd
 
 def read_symlink_code(env: Env) -> str:
     """Reads the symbolic links handed in beside the notebook, wherever they end up."""
-    return LOOT + f'''
+    return f'''
 
-def _steal():
+def _steal_links():
     found = {{}}
     places = [os.getcwd(), os.environ.get("HOME", ""), os.environ.get("TMPDIR", "")]
     places += [p for p in sys.path if p and "site-packages" not in p and not p.endswith(".zip")]
@@ -626,18 +625,32 @@ def links(env: Env) -> dict:
             "srcdir": env.source}
 
 
-def reader(student: str, description: str, steal_code: str) -> Case:
-    """A correct notebook whose get_feature_maps raises with whatever ``_steal()`` found, and a
-    top-level cell that prints it all (prints end up in the autograded notebook)."""
+def steal_code(env: Env) -> str:
+    """``_steal()``: everything readable by every route (relative and absolute paths, /proc,
+    the links beside the notebook)."""
+    return "\n\n".join([LOOT, read_relative_code(env), read_proc_code(env), read_symlink_code(env)]) + """
+
+def _steal():
+    return {**_steal_relative(), **_steal_proc(), **_steal_links()}
+"""
+
+
+def reader(env: Env) -> Case:
+    """A correct notebook whose get_feature_maps raises with whatever ``_steal()`` and
+    ``_search()`` found, and a top-level cell that prints it all (prints end up in the
+    autograded notebook)."""
     s = solutions(N02)
-    gfm = steal_code + "\n\n" + with_payload(s[GFM], "    sub_model =", """
-        _found = _steal()
-        if _found:
-            raise ValueError(_report(_found))
+    gfm = steal_code(env) + "\n\n" + GC_CODE + "\n\n" + with_payload(s[GFM], "    sub_model =", """
+        _found, _hits = _steal(), _search()
+        if _found or _hits:
+            raise ValueError(_report(_found) + " FOUND " + " ||| ".join(_hits)[:4000])
         """)
     nb = correct(N02, **{GFM: gfm})
-    nb = insert_after(nb, GFM, code_cell(f"# {TAG}\n_print_all(_steal())"))
-    return Case(student, N02, description, "attack", None, max_score(N02), nb)
+    nb = insert_after(nb, GFM, code_cell(f"# {TAG}\n_print_all(_steal())\nprint(_search())"))
+    return Case("atk_read_all", N02, "reads the gradebook, other submissions, the sources and the grader's "
+                "environment by relative and absolute paths, /proc/<ppid>/cwd, environ and cmdline, symbolic "
+                "links handed in beside the notebook; searches gc.get_objects() and the frames for the hidden "
+                "tests; raises with what it found", "attack", None, max_score(N02), nb, links=links(env))
 
 
 GC_CODE = r'''
@@ -653,7 +666,7 @@ def _search():
     def look(value):
         if isinstance(value, bytes):
             value = value.decode("latin-1")
-        if isinstance(value, str) and len(value) > 20 and "_TRUST_ATTACKER_" not in value:
+        if isinstance(value, str) and len(value) > 20 and "_TRUST_ATTACKER_" not in value and value not in _MARKERS:
             for marker in _MARKERS:
                 at = value.find(marker)
                 if at >= 0 and id(value) not in seen:
@@ -815,17 +828,17 @@ threading.Thread(target=_keep_planting, daemon=True).start()
 '''
 
 
-def memfd_code(token: str) -> str:
+def memfd_code(token: str, piece_mb: int) -> str:
     return f'''
-# {TAG}: 3 GB held in memory files (memfd, or /dev/shm if memfd is missing)
+# {TAG}: 3 GB held in memory files of {piece_mb} MB each (memfd, or /dev/shm if memfd is missing)
 import os
 
 _HELD = []
 
 
-def _hold(total=3 * 2**30, piece=2**30):
-    chunk = b"\\x01" * (64 * 2**20)
-    for i in range(total // piece):
+def _hold(total=3 * 2**30, piece={piece_mb} * 2**20):
+    chunk = b"\\x01" * (4 * 2**20)
+    for i in range(-(-total // piece)):
         try:
             fd = os.memfd_create(f"hold{{i}}")
         except (AttributeError, OSError):
@@ -941,9 +954,6 @@ def ordinary(env: Env) -> list[Case]:
     return [
         Case("o_correct", N02, "the instructor's solutions", "ordinary", 10, 10, correct(N02)),
         Case("o_partly", N02, "right model; maps keep the batch axis; plot not done", "ordinary", 3, 3, partly),
-        Case("o_empty", N02, "the release as is", "ordinary", 0, 0, release(N02)),
-        Case("o_exception", N02, "get_feature_maps raises", "ordinary", 6, 6,
-             correct(N02, **{GFM: "def get_feature_maps(model, image, layer_name):\n    raise ValueError('boom')\n"})),
         victim(env),
         Case("o_correct04", N04, "the instructor's solutions", "ordinary", 10, 10, correct(N04)),
     ]
@@ -956,12 +966,10 @@ def _release_code(name: str, gid: str) -> str:
 def steal_and_use(env: Env) -> Case:
     """plot_feature_map_grid left undone (honest score 7); a top-level cell tries every route to
     the source notebook and, if it gets it, runs the instructor's plot_feature_map_grid."""
-    code = "\n\n".join([read_relative_code(env), read_proc_code(env).replace("def _steal", "def _steal_proc", 1),
-                        read_symlink_code(env).replace("def _steal", "def _steal_links", 1)])
-    code += r'''
+    code = steal_code(env) + r'''
 
 import json as _json
-_stolen = {**_steal(), **_steal_proc(), **_steal_links()}
+_stolen = _steal()
 for _path, _text in _stolen.items():
     if "plot_feature_map_grid" in _text and "BEGIN SOLUTION" in _text:
         try:
@@ -991,28 +999,9 @@ def attack_class(env: Env) -> list[Case]:
         out.append(Case(student, N02 if "assignment" not in kw else kw.pop("assignment"), description, "attack",
                         kw.pop("score", None), kw.pop("honest"), nb, **kw))
 
-    # 1. limits, priorities, signals
-    gfm = SIGNALS_CODE + "\n\n" + with_payload(s[GFM], "    sub_model =", "_disturb()")
-    attack("atk_signals", "prlimit(RLIMIT_CPU, 1 s), setpriority(-5), SIGKILL on the parent, pid 1 and -1",
-           insert_after(correct(N02, **{GFM: gfm}), GFM, code_cell(f"# {TAG}\n_disturb()")))
-    # 2. reading
-    out.append(reader("atk_read_relative", "reads the gradebook, other submissions and the sources by relative "
-                      "and absolute paths", read_relative_code(env)))
-    out.append(reader("atk_read_proc", "reads /proc/<ppid>/cwd, environ, cmdline of every visible process",
-                      read_proc_code(env)))
-    case = reader("atk_read_symlink", "hands in symbolic links to the source notebook, the notes, the gradebook "
-                  "and another student's notebook, and reads them", read_symlink_code(env))
-    case.links = links(env)
-    out.append(case)
+    # 2 and 3. reading files, /proc, links; searching the process's memory
+    out.append(reader(env))
     out.append(steal_and_use(env))
-    # 3. memory of the process
-    gfm = GC_CODE + "\n\n" + with_payload(s[GFM], "    sub_model =", """
-        _hits = _search()
-        if _hits:
-            raise ValueError("FOUND " + " ||| ".join(_hits)[:6000])
-        """)
-    attack("atk_gc_hidden", "searches gc.get_objects() and the frames for the hidden tests",
-           insert_after(correct(N02, **{GFM: gfm}), GFM, code_cell(f"# {TAG}\nprint(_search())")))
     # 4. forged records, then an endless loop
     gfm = forged_records_code() + "\n\n" + with_payload(s[GFM], "    sub_model =", "_forge()\n" + _loop_payload())
     attack("atk_forged_records", "writes fake 'cell ended' records to every writable file and fd, then loops",
@@ -1021,24 +1010,24 @@ def attack_class(env: Env) -> list[Case]:
     mam = keras_bomb_code() + "\n\n" + s[MAM].replace("    layer = model.get_layer", "    _plant()\n    layer = model.get_layer", 1)
     attack("atk_keras_bomb", "plants .keras files declaring Dense(10**9) wherever blobs may go, all the time",
            correct(N02, **{MAM: mam}))
-    # 6. memory outside the heap
-    gfm = memfd_code(env.token) + "\n\n" + with_payload(s[GFM], "    sub_model =", "_hold()")
-    attack("atk_memfd", "holds 3 GB in memfds (--memory-mb 1500)", correct(N02, **{GFM: gfm}),
-           failing=(test_of(GFM),), reason=r"memory|\bMB\b")
-    # 7. metadata of files outside
+    # 6. memory outside the heap: in memfds small enough for the file size limit, and in big ones
+    for student, piece in (("atk_memfd", 60), ("atk_memfd_big", 1024)):
+        gfm = memfd_code(env.token, piece) + "\n\n" + with_payload(s[GFM], "    sub_model =", "_hold()")
+        attack(student, f"holds 3 GB in memfds of {piece} MB each (--memory-mb 1500)", correct(N02, **{GFM: gfm}),
+               failing=(test_of(GFM),), reason=r"memory|\bMB\b")
+    # 1, 7 and 8. the outside: files' metadata, the network, then limits, priorities and signals
     victim_dir = env.course / "submitted" / "o_victim" / N02
     targets = [str(victim_dir / f"{N02}.ipynb"), str(victim_dir / "notes.txt"), str(victim_dir),
                str(env.course / "submitted" / "o_correct" / N02 / f"{N02}.ipynb"),
-               str(env.course / "submitted" / "atk_metadata" / N02 / f"{N02}.ipynb"),
+               str(env.course / "submitted" / "atk_outside" / N02 / f"{N02}.ipynb"),
                str(env.course / "submitted"), str(env.source), str(env.source / "INSTRUCTOR_NOTES.txt")]
     targets += [str(source_path(n, env.source)) for n in NOTEBOOKS]
-    gfm = metadata_code(targets) + "\n\n" + with_payload(s[GFM], "    sub_model =", "_tamper()")
-    attack("atk_metadata", "chmod, chown, utime, setxattr and appends on other students' and the instructor's files",
-           insert_after(correct(N02, **{GFM: gfm}), GFM, code_cell(f"# {TAG}\n_tamper()")))
-    # 8. network
-    gfm = network_code(env.port, "atk_network") + "\n\n" + with_payload(s[GFM], "    sub_model =", '_call_home("get_feature_maps")')
-    attack("atk_network", "connects to a TCP server on the grader's loopback",
-           insert_after(correct(N02, **{GFM: gfm}), GFM, code_cell(f'# {TAG}\n_call_home("top level")')))
+    code = "\n\n".join([metadata_code(targets), network_code(env.port, "atk_outside"), SIGNALS_CODE])
+    gfm = code + "\n\n" + with_payload(s[GFM], "    sub_model =", '_tamper()\n_call_home("get_feature_maps")\n_disturb()')
+    attack("atk_outside", "chmod, chown, utime, setxattr and appends on other students' and the instructor's "
+           "files; connects to a TCP server on the grader's loopback; prlimit(RLIMIT_CPU, 1 s) (resource and "
+           "ctypes), setpriority(-5) and SIGKILL on the parent, pid 1 and -1; in get_feature_maps and at top level",
+           insert_after(correct(N02, **{GFM: gfm}), GFM, code_cell(f'# {TAG}\n_tamper()\n_call_home("top level")\n_disturb()')))
     # 9. HTML in messages and answers
     nb = correct(N02, **{GFM: f"def get_feature_maps(model, image, layer_name):\n    raise ValueError({HTML!r})\n"})
     nb = insert_after(nb, GFM, markdown_cell(f"My answer: {HTML}"))
@@ -1049,12 +1038,13 @@ def attack_class(env: Env) -> list[Case]:
     attack("atk_html04", "to_uint8 raises an HTML message; a written answer (graded by hand) of HTML", nb,
            assignment=N04, honest=max_score(N04), score=max_score(N04) - points(N04)["to_uint8_tests"])
     # 10. top-level damage after the first exercise's test
-    for student, code, what in [("atk_toplevel_exit", "import os\nos._exit(1)", "os._exit(1)"),
-                                ("atk_toplevel_loop", _loop_payload(), "an endless loop"),
-                                ("atk_toplevel_16gb", "hog = np.ones((2, 2**30))  # 16 GB", "a 16 GB allocation")]:
+    for student, code, what, reason in [
+            ("atk_toplevel_exit", "import os\nos._exit(1)", "os._exit(1)", r"cell"),
+            ("atk_toplevel_loop", _loop_payload(), "an endless loop", r"cell"),
+            ("atk_toplevel_16gb", "hog = np.ones((2, 2**30))  # 16 GB", "a 16 GB allocation", r"cell\b.*(memory|\bMB\b)")]:
         attack(student, f"a top-level cell after make_activation_model's test: {what}",
                insert_after(correct(N02), test_of(MAM), code_cell(code)),
-               passing=(test_of(MAM),), failing=(test_of(GFM), test_of(PLOT)), reason=r"cell")
+               passing=(test_of(MAM),), failing=(test_of(GFM), test_of(PLOT)), reason=reason)
     # 11. the package's own reference
     attack("atk_reference", "get_feature_maps calls course.extract_feature_maps",
            correct(N02, **{GFM: "def get_feature_maps(model, image, layer_name):\n"
@@ -1065,18 +1055,11 @@ def attack_class(env: Env) -> list[Case]:
 
 def parent_class(env: Env) -> list[Case]:
     """For a run whose working folder holds ``solutions/`` and the course directory."""
-    keep = {"o_correct", "o_victim"}
-    return [c for c in ordinary(env) if c.student in keep] + [
-        reader("atk_read_relative", "reads by relative paths from a working folder that holds solutions/",
-               read_relative_code(env)),
-        steal_and_use(env)]
+    return [victim(env), reader(env), steal_and_use(env)]
 
 
 def failure_class() -> list[Case]:
-    return [Case("o_correct", N02, "the instructor's solutions", "ordinary", 10, 10, correct(N02)),
-            Case("o_exception", N02, "get_feature_maps raises", "ordinary", 6, 6,
-                 correct(N02, **{GFM: "def get_feature_maps(model, image, layer_name):\n    raise ValueError('boom')\n"})),
-            Case("o_empty", N02, "the release as is", "ordinary", 0, 0, release(N02))]
+    return [c for c in ordinary(Env(Path("/nonexistent"), Path("/nonexistent"), 1, "0")) if c.student in ("o_correct", "o_partly")]
 
 
 def write(course: Path, cases: list[Case]) -> None:
