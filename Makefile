@@ -14,7 +14,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install --quiet -r requirements.txt -e . 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import course, tensorflow, nbgrader" 
+	$(PY) -c "import course, tensorflow, nbgrader"
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } ; } || \
+	  echo "note: bubblewrap (bwrap) is not installed: the grader needs it to isolate submissions (apt-get install bubblewrap)"
 	touch $(STAMP)
 
 setup: $(STAMP)

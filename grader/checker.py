@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -26,17 +25,16 @@ import traceback
 from pathlib import Path
 
 from grader.codec import Encoder, SubmissionError, Unsupported, decode, rebuild_exception
-from grader.notebook import namespace, read_source
-
-_HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", re.S)
+from grader.notebook import HIDDEN_TESTS, namespace, read_source
 
 
 def _visible_lines(source: str) -> set[int]:
     """Line numbers (1-based) of a test cell that students see (outside hidden regions)."""
     hidden = set()
-    for match in _HIDDEN.finditer(source):
-        first = source.count("\n", 0, match.start()) + 1
-        hidden.update(range(first, first + match.group(0).count("\n") + 1))
+    for match in HIDDEN_TESTS.finditer(source):
+        start = match.start() + match.group(0).startswith("\n")
+        first = source.count("\n", 0, start) + 1
+        hidden.update(range(first, first + source.count("\n", start, match.end()) + 1))
     return set(range(1, source.count("\n") + 2)) - hidden
 
 
@@ -256,14 +254,22 @@ def serve() -> int:
         return reply.get("reply") or {}
 
     checker = None
+    crash_after = int(os.environ.get("GRADER_TEST_CHECKER_CRASH_AFTER") or 0)  # fault injection for tests
+    tests_run = 0
     for line in requests:
         request = json.loads(line)
         try:
             op = request["op"]
+            if op == "test" and crash_after:
+                tests_run += 1
+                if tests_run > crash_after:
+                    os._exit(70)
             if op == "source":
                 checker = Checker(request["path"], relay)
                 reply = {"notes": checker.setup_errors}
             elif op == "begin":
+                if checker.setup_errors:  # the grader's environment, not the student: never a zero
+                    raise RuntimeError("; ".join(checker.setup_errors))
                 checker.begin(request["inbox"], request["outbox"])
                 reply = {}
             elif op == "test":

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psutil
 
+from grader.errors import GraderError, GraderFailure
 from grader.isolation import MemoryCgroup, bwrap_argv, bwrap_works
 from grader.notebook import Assignment, read_submission
 
@@ -41,14 +42,6 @@ MAX_REPLY_BYTES = 32 * 2**20
 STARTUP_TIMEOUT = 180.0
 #: Seconds the trusted checker may take for one request beyond the sandbox's own time.
 CHECKER_TIMEOUT = 300.0
-
-
-class GraderError(Exception):
-    """The grader cannot do what was asked; the message says why and what to do."""
-
-
-class GraderFailure(GraderError):
-    """The grader itself failed on a submission (never the student's fault)."""
 
 
 @dataclass
@@ -201,6 +194,13 @@ class Sandbox:
             self.close()
             raise GraderFailure(f"the sandbox did not start ({exc}); is bubblewrap working and the course installed?") from None
         self.notes = [str(n) for n in ready.get("notes", [])][:5]
+        if self.cgroup is not None:  # bwrap's child may have been forked before bwrap joined the group
+            try:
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    self.cgroup.add(child.pid)
+            except (psutil.Error, OSError):
+                self.close()
+                raise GraderFailure("the sandbox could not be put into its memory cgroup") from None
 
     def _pid_tree_rss(self) -> int:
         try:
@@ -224,6 +224,8 @@ class Sandbox:
             return f"{who} used more than {self.limits.memory_mb} MB of memory"
         if code is None:
             return f"{who} stopped responding"
+        if isinstance(code, int) and 128 < code < 160:  # bwrap exits 128 + n when its child got signal n
+            code = 128 - code
         if code == -signal.SIGXFSZ:
             return f"{who} wrote more than 64 MB to one file or to the output"
         if code < 0:
@@ -260,7 +262,8 @@ class Sandbox:
             if now > deadline:
                 reason = (f"{who} did not finish within {timeout:.0f} s (an endless loop?)" if not startup
                           else f"it took more than {timeout:.0f} s")
-            elif self.cgroup is None and self._pid_tree_rss() > self.limits.memory_mb * 2**20:
+            elif (self.cgroup.over_limit() if self.cgroup is not None
+                  else self._pid_tree_rss() > self.limits.memory_mb * 2**20):
                 reason = f"{who} used more than {self.limits.memory_mb} MB of memory"
             elif now - last_check > 1.0:
                 last_check = now

@@ -23,10 +23,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.notebook import Assignment, NotebookError, read_json_notebook, read_source
+from grader.errors import GraderError
+from grader.notebook import (HIDDEN_TESTS, Assignment, NotebookError, cell_source, nbgrader_metadata,
+                             read_json_notebook, read_source)
 
 _STUDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
-_HIDDEN = re.compile(r"\n?[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*", re.S)
 DEFAULT_REGEXP = r"(?P<student_id>[^_/]+)_(?P<file_id>\d\d_\w+\.ipynb)$"
 
 
@@ -58,7 +59,7 @@ class Course:
         path = self.source / name / f"{name}.ipynb"
         if not path.is_file():
             known = ", ".join(self.assignments()) or "none"
-            raise SystemExit(f"no source notebook {path} for assignment '{name}'; known assignments: {known}")
+            raise GraderError(f"no source notebook {path} for assignment '{name}'; known assignments: {known}")
         return read_source(path)
 
 
@@ -73,7 +74,7 @@ def _safe_extract(archive: Path, dest: Path, max_bytes: int = 2 * 2**30) -> None
                 continue
             total += info.file_size
             if total > max_bytes:
-                raise SystemExit(f"{archive} unpacks to more than {max_bytes // 2**30} GB; refusing")
+                raise GraderError(f"{archive} unpacks to more than {max_bytes // 2**30} GB; refusing")
             target.parent.mkdir(parents=True, exist_ok=True)
             with z.open(info) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out)
@@ -99,7 +100,7 @@ def collect(course: Course, path: Path, assignment: str | None = None, regexp: s
         _safe_extract(path, tmp)
         path = tmp
     if not path.is_dir():
-        raise SystemExit(f"{path} is neither a folder nor a zip file of submissions")
+        raise GraderError(f"{path} is neither a folder nor a zip file of submissions")
     if (path / "submitted").is_dir():
         path = path / "submitted"
     known = set(course.assignments())
@@ -166,7 +167,7 @@ def in_shard(assignment: str, student: str, shard: tuple[int, int] | None) -> bo
 def parse_shard(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+)/(\d+)", text or "")
     if not match or not 1 <= int(match[1]) <= int(match[2]):
-        raise SystemExit(f"--shard must be i/n with 1 <= i <= n (e.g. 3/8), got {text!r}")
+        raise GraderError(f"--shard must be i/n with 1 <= i <= n (e.g. 3/8), got {text!r}")
     return int(match[1]), int(match[2])
 
 
@@ -281,8 +282,8 @@ def write_autograded(course: Course, assignment: Assignment, result: dict) -> Pa
         cells = []
     by_id = {}
     for cell in cells:
-        meta = (cell.get("metadata") or {}).get("nbgrader") or {}
-        if isinstance(meta, dict) and meta.get("grade_id"):
+        meta = nbgrader_metadata(cell)
+        if meta.get("grade_id"):
             by_id.setdefault(str(meta["grade_id"]), cell)
     source_nb = read_json_notebook(assignment.path)
     out = nbformat.v4.new_notebook(metadata=source_nb.get("metadata", {}))
@@ -293,15 +294,13 @@ def write_autograded(course: Course, assignment: Assignment, result: dict) -> Pa
     out.cells.append(nbformat.v4.new_markdown_cell(summary))
     tests = result.get("tests", {})
     for cell in source_nb["cells"]:
-        meta = (cell.get("metadata") or {}).get("nbgrader") or {}
-        src = "".join(cell["source"]) if isinstance(cell.get("source"), list) else cell.get("source", "")
+        meta, src = nbgrader_metadata(cell), cell_source(cell)
         gid = str(meta.get("grade_id", ""))
         if meta.get("solution"):
             mine = by_id.get(gid)
-            text = "".join(mine["source"]) if mine and isinstance(mine.get("source"), list) else (mine or {}).get("source", "")
-            src = text if isinstance(text, str) and mine else "# (no cell with this grade id in the submission)"
-        elif meta.get("grade") and gid in tests:
-            src = _HIDDEN.sub("", src)
+            src = cell_source(mine) if mine else "# (no cell with this grade id in the submission)"
+        elif meta.get("grade"):
+            src = HIDDEN_TESTS.sub("", src)
         if cell.get("cell_type") == "code":
             new = nbformat.v4.new_code_cell(src, metadata=cell.get("metadata", {}))
             test = tests.get(gid) if meta.get("grade") and not meta.get("solution") else None

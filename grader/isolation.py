@@ -146,8 +146,12 @@ class MemoryCgroup:
     def over_limit(self) -> bool:
         """Whether the kernel had to refuse memory to the group (its limit was reached)."""
         try:
-            if self.version == "v1":
-                return int((self.folder / "memory.failcnt").read_text()) > 0
+            if self.version == "v1":  # kernels differ in which of these counters they keep
+                control = (self.folder / "memory.oom_control").read_text().split()
+                kills = int(dict(zip(control[::2], control[1::2])).get("oom_kill", 0))
+                peak = int((self.folder / "memory.max_usage_in_bytes").read_text())
+                limit = int((self.folder / "memory.limit_in_bytes").read_text())
+                return kills > 0 or int((self.folder / "memory.failcnt").read_text()) > 0 or peak >= limit
             events = (self.folder / "memory.events").read_text().split()
             values = dict(zip(events[::2], events[1::2]))
             return int(values.get("oom_kill", 0)) > 0 or int(values.get("max", 0)) > 0

@@ -15,13 +15,20 @@ import ast
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from grader.errors import GraderError
 
 #: A submission file larger than this is not parsed (its reason says so).
 MAX_NOTEBOOK_BYTES = 100 * 1024 * 1024
 
-class NotebookError(Exception):
+#: nbgrader's hidden-test region of a test cell (with the line break before it): never shown to students.
+HIDDEN_TESTS = re.compile(r"\n?[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*", re.S)
+
+
+class NotebookError(GraderError):
     """A notebook that cannot be read (missing, too big, not JSON, not a notebook)."""
 
 
@@ -107,13 +114,15 @@ class Submission:
     readable: bool = True
 
 
-def _nbgrader(cell: dict) -> dict:
+def nbgrader_metadata(cell: dict) -> dict:
+    """A cell's nbgrader metadata (``{}`` when it has none or it is malformed)."""
     meta = cell.get("metadata")
     meta = meta.get("nbgrader") if isinstance(meta, dict) else None
     return meta if isinstance(meta, dict) else {}
 
 
-def _source(cell: dict) -> str:
+def cell_source(cell: dict) -> str:
+    """A cell's text (nbformat allows a string or a list of lines)."""
     src = cell.get("source", "")
     if isinstance(src, list):
         src = "".join(s for s in src if isinstance(s, str))
@@ -197,7 +206,7 @@ def read_source(path: str | os.PathLike) -> Assignment:
     nb = read_json_notebook(path)
     cells, graded, references = [], [], {}
     for index, cell in enumerate(nb["cells"]):
-        meta, cell_type, src = _nbgrader(cell), cell.get("cell_type"), _source(cell)
+        meta, cell_type, src = nbgrader_metadata(cell), cell.get("cell_type"), cell_source(cell)
         own = (cell.get("metadata") or {}).get("grader") or {}
         grade_id, points = str(meta.get("grade_id", "")), float(meta.get("points", 0) or 0)
         if meta.get("grade") and meta.get("solution"):
@@ -274,7 +283,7 @@ def read_submission(path: str | os.PathLike, assignment: Assignment) -> Submissi
     manual_ids = {c.grade_id for c in assignment.manual}
     placed = {}  # test grade id -> position in steps
     for number, cell in enumerate(sub.cells, start=1):
-        meta, src = _nbgrader(cell), _source(cell)
+        meta, src = nbgrader_metadata(cell), cell_source(cell)
         gid = str(meta.get("grade_id", ""))
         if gid in manual_ids and (meta.get("solution") or meta.get("task")):
             sub.answers.setdefault(gid, src)

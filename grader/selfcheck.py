@@ -150,7 +150,13 @@ def main(argv: list[str]) -> int:
     if not args.notebook.is_file():
         print(f"no notebook at {args.notebook}: give the path of a saved .ipynb file", file=sys.stderr)
         return 2
-    report = check_notebook(args.notebook, args.source, echo=not args.json)
+    from grader.errors import GraderError
+
+    try:
+        report = check_notebook(args.notebook, args.source, echo=not args.json)
+    except GraderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report.result, indent=1))
     return 0 if report.passed else 1

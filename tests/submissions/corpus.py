@@ -102,7 +102,7 @@ return np.asarray(sub(image[np.newaxis]))""")})),
              right(**{GFM: with_body(GFM, "hog = []\nwhile True:\n    hog.append(np.ones(25_000_000))")})),
         Case("sys_exit", "plot_feature_map_grid calls sys.exit", 7, "sys.exit",
              right(**{PLOT: "import sys\n" + with_body(PLOT, "sys.exit(0)")})),
-        Case("os_exit", "get_feature_maps ends the process with os._exit", 6, "ended the grading process",
+        Case("os_exit", "get_feature_maps ends the process with os._exit", 6, "ended the process (exit code 1",
              right(**{GFM: "import os\n" + with_body(GFM, "os._exit(1)")})),
     ]
     # test cells tampered with: they are taken from the source, so nothing changes
