@@ -276,6 +276,7 @@ class Run:
     connections: list = field(default_factory=list)
     shm_left: list = field(default_factory=list)
     seconds: float = 0.0
+    env: T.Env | None = None
 
     def result(self, case: T.Case) -> dict | None:
         return self.results.get((case.assignment, case.student))
@@ -297,6 +298,14 @@ def _class_run(tmp: Path, make_cases, cwd_of, limits: list[str], layout: str) ->
     T.make_gradebook(course, token)
     listener = Listener()
     try:
+        with socket.create_connection(("127.0.0.1", listener.port), timeout=5) as probe:  # the server works
+            probe.sendall(b"probe")
+        for _ in range(100):
+            if listener.seen:
+                break
+            time.sleep(0.05)
+        assert listener.seen and listener.seen[0][2] == b"probe", listener.seen
+        listener.seen.clear()
         env = T.Env(course, source, listener.port, token)
         cases = make_cases(env)
         T.write(course, cases)
@@ -316,7 +325,7 @@ def _class_run(tmp: Path, make_cases, cwd_of, limits: list[str], layout: str) ->
         for path in shm_left:
             os.unlink(path)
     return Run(course, source, cases, proc, results(course), published(course, export), T.secrets(token),
-               hidden(source, {c.assignment for c in cases}), before, after, listener.seen, shm_left, seconds)
+               hidden(source, {c.assignment for c in cases}), before, after, listener.seen, shm_left, seconds, env)
 
 
 @pytest.fixture(scope="module")
@@ -413,6 +422,17 @@ def test_class_run_changed_nothing_outside_the_sandbox(class_run):
 def test_class_run_hands_out_no_secret_and_no_hidden_test(class_run):
     found = leaks(class_run.texts, class_run.secrets, class_run.hidden, {"victim": "/o_victim/"})
     assert not found, found[:20]
+
+
+def test_the_readers_find_every_secret_when_nothing_stops_them(class_run):
+    """The control: the readers' code, run unconfined (as the instructor, in the course
+    directory), finds every canary. So the absence of secrets above is the sandbox's doing."""
+    code = T.steal_code(class_run.env) + "\nprint(_report(_steal()))\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=class_run.course, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "TRUST_CANARY_ENV": class_run.secrets["environ"]})
+    missing = [kind for kind, secret in class_run.secrets.items() if secret not in proc.stdout]
+    assert not missing, f"the readers would not find {missing}: {proc.stdout[:2000]} {proc.stderr[-2000:]}"
+    assert any(class_run.secrets["hidden"] in line for line in class_run.hidden) and len(class_run.hidden) > 20
 
 
 def test_no_connection_reaches_a_loopback_server(class_run):
