@@ -75,6 +75,9 @@ def _autograde(course: Course, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; every error of the grader becomes one sentence and exit code 2."""
+    # `python -m` puts the current folder first on sys.path: a folder there named like a package
+    # (a course dir called `course`) must not shadow the installed one
+    sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path.cwd().resolve()] or sys.path
     try:
         return _main(argv)
     except GraderError as exc:

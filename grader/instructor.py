@@ -108,6 +108,9 @@ def collect(course: Course, path: Path, assignment: str | None = None, regexp: s
     for nb in sorted(path.rglob("*.ipynb")):
         if ".ipynb_checkpoints" in nb.parts:
             continue
+        if nb.is_symlink():
+            print(f"skipped {nb.relative_to(path)}: a symbolic link, not a notebook file")
+            continue
         rel = nb.relative_to(path).parts
         if len(rel) == 3 and rel[1] in known:
             student, name, source_dir = rel[0], rel[1], nb.parent
@@ -129,9 +132,9 @@ def collect(course: Course, path: Path, assignment: str | None = None, regexp: s
         dest = course.submitted / student / name
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(nb, dest / f"{name}.ipynb")
-        if source_dir is not None:  # files handed in beside the notebook
+        if source_dir is not None:  # files handed in beside the notebook (links are not followed)
             for extra in source_dir.iterdir():
-                if extra.is_file() and extra.suffix != ".ipynb":
+                if extra.is_file() and not extra.is_symlink() and extra.suffix != ".ipynb":
                     shutil.copy2(extra, dest / extra.name)
         found.append((student, name))
     if tmp:

@@ -71,7 +71,8 @@ def test_canary_stops_the_batch_when_the_solution_loses_points(tmp_path, trained
     for cell in nb["cells"]:  # the environment "changed": the package's maps no longer match
         text = "".join(cell["source"])
         if cell["metadata"].get("nbgrader", {}).get("grade_id") == "get_feature_maps_tests":
-            cell["source"] = text.replace("atol=1e-5", "atol=-1.0")
+            cell["source"] = text.replace('["conv1"][0]\nassert np.allclose(maps', '["conv1"][0] + 1.0\nassert np.allclose(maps')
+            assert cell["source"] != text
     (source / name / f"{name}.ipynb").write_text(json.dumps(nb))
     course = tmp_path / "course"
     submit(course, "alice", name, SOLUTIONS / name / f"{name}.ipynb")
