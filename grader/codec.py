@@ -24,6 +24,9 @@ import numpy as np
 MAX_ITEMS = 100_000  # containers, all levels together
 MAX_DEPTH = 20
 MAX_BLOB_BYTES = 256 * 1024 * 1024
+#: All the files one value may be made of, together (read before anything is decoded).
+MAX_VALUE_BYTES = 1024 * 1024 * 1024
+_read_bytes = [0]  # what the value being decoded has read so far (the checker decodes one at a time)
 _BLOB_NAME = re.compile(r"\d{1,3}_\d{1,7}\.(npy|keras)")
 _SAFE_EXCEPTIONS = {
     name
@@ -228,6 +231,9 @@ def _open_blob(blob_dir: Path, name) -> bytes:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BLOB_BYTES:
             raise Unsupported(f"malformed result (blob {name} is not a regular file of at most {MAX_BLOB_BYTES} bytes)")
+        _read_bytes[0] += info.st_size
+        if _read_bytes[0] > MAX_VALUE_BYTES:
+            raise Unsupported(f"a value made of more than {MAX_VALUE_BYTES // 2**20} MB of data")
         return f.read(MAX_BLOB_BYTES + 1)
 
 
@@ -386,6 +392,7 @@ def decode(blob_dir: str | os.PathLike, data, args: tuple = ((), {})):
             data is malformed.
     """
     blob_dir = Path(blob_dir)
+    _read_bytes[0] = 0
     try:
         if isinstance(data, dict) and data.get("t") == "keras":
             return _keras(blob_dir, data["blob"], data.get("shared"), args)

@@ -134,8 +134,8 @@ class _Lines:
                     continue
                 try:
                     message = json.loads(line)
-                except ValueError:
-                    message = {"op": "garbage", "why": "a reply that is not JSON"}
+                except (ValueError, RecursionError):
+                    message = {"op": "garbage", "why": "a reply that is not JSON or nested too deeply"}
                 self.queue.put(message if isinstance(message, dict) else {"op": "garbage", "why": "not an object"})
         except (OSError, ValueError):
             pass
@@ -251,6 +251,9 @@ class Sandbox:
                     self.kill()
                     code = None
                 raise SandboxDied(self._death(who, code))
+            if message and message.get("op") == "garbage" and not startup:
+                self.kill()
+                raise SandboxDied(f"{who} sent the grader data it cannot read ({message['why']})")
             if message:
                 if startup and message.get("op") == "ready":
                     return message

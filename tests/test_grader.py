@@ -269,3 +269,30 @@ def test_exceptions_cross_as_their_builtin_kind():
     assert isinstance(rebuilt, ValueError) and str(rebuilt) == "bad layer"
     assert isinstance(rebuild_exception(encode_exception(SystemExit(0))), SubmissionError)
     assert type(rebuild_exception(encode_exception(KeyError("k")))) is KeyError
+
+
+def test_codec_refuses_forged_sizes_before_allocating(tmp_path):
+    """A .npy header that declares more than its file holds, a .keras config that declares a huge
+    layer and a blob behind a symbolic link are refused before anything big is built."""
+    import io
+    import zipfile
+
+    from grader.codec import Unsupported, decode
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
+    (tmp_path / "0_1.npy").write_bytes(header.getvalue() + b"\0" * 64)  # 8 TB declared, 64 bytes given
+    with pytest.raises(Unsupported, match="does not match"):
+        decode(tmp_path, {"t": "array", "blob": "0_1.npy"})
+    config = {"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "InputLayer", "module": "keras.layers", "config": {"batch_shape": [None, 4]}},
+        {"class_name": "Dense", "module": "keras.layers", "config": {"units": 10**9}}]}}
+    with zipfile.ZipFile(tmp_path / "0_2.keras", "w") as z:
+        z.writestr("config.json", json.dumps(config))
+        z.writestr("metadata.json", "{}")
+    with pytest.raises(Unsupported, match="units=1,000,000,000"):
+        decode(tmp_path, {"t": "keras", "blob": "0_2.keras"})
+    np.save(tmp_path / "elsewhere.npy", np.ones(3))
+    (tmp_path / "0_3.npy").symlink_to(tmp_path / "elsewhere.npy")
+    with pytest.raises(Unsupported, match="cannot be opened"):
+        decode(tmp_path, {"t": "array", "blob": "0_3.npy"})
