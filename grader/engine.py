@@ -177,8 +177,10 @@ class Sandbox:
                    f"import sys; sys.path.insert(0, {str(ROOT)!r}); from grader.sandbox import main; main()",
                    str(scratch)]
         argv = bwrap_argv(command, scratch, inbox, read_paths(), env) if isolated else command
-        self.proc = subprocess.Popen(argv, env=env, cwd=scratch, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.startup_log = scratch.parent / f"startup-{time.monotonic_ns()}.txt"  # outside the sandbox
+        with open(self.startup_log, "wb") as log:
+            self.proc = subprocess.Popen(argv, env=env, cwd=scratch, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=log, start_new_session=True)
         if self.cgroup is not None:
             try:
                 self.cgroup.add(self.proc.pid)
@@ -192,7 +194,9 @@ class Sandbox:
             ready = self._wait(None, STARTUP_TIMEOUT, "starting", startup=True)
         except SandboxDied as exc:
             self.close()
-            raise GraderFailure(f"the sandbox did not start ({exc}); is bubblewrap working and the course installed?") from None
+            said = self.startup_log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise GraderFailure(f"the sandbox did not start ({exc}; it said: {' | '.join(said)[-400:] or 'nothing'}); "
+                                "is bubblewrap working and the course installed?") from None
         self.notes = [str(n) for n in ready.get("notes", [])][:5]
         if self.cgroup is not None:  # bwrap's child may have been forked before bwrap joined the group
             try:

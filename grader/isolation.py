@@ -75,12 +75,13 @@ def bwrap_argv(command: list[str], scratch: Path, inbox: Path, read_only: list[s
             "--hostname", "sandbox", "--clearenv"]
     for key, value in sorted(env.items()):
         argv += ["--setenv", key, value]
-    for path in read_only:
-        argv += ["--ro-bind-try", path, path]
+    # mounts in order: the private /tmp first, so that allowed folders under /tmp stay visible
     argv += ["--proc", "/proc", "--dev", "/dev",
              "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
-             "--size", str(TMPFS_BYTES), "--tmpfs", "/dev/shm",
-             "--bind", str(scratch), str(scratch),
+             "--size", str(TMPFS_BYTES), "--tmpfs", "/dev/shm"]
+    for path in read_only:
+        argv += ["--ro-bind-try", path, path]
+    argv += ["--bind", str(scratch), str(scratch),
              "--ro-bind", str(inbox), str(inbox),
              "--chdir", str(scratch), *command]
     return argv
