@@ -73,6 +73,27 @@ def _autograde(course: Course, args) -> int:
     return 0
 
 
+def _check(argv: list[str]) -> int:
+    """``python -m grader check NOTEBOOK [--source S] [--json]``: exit 0 only if all pass, 1 if a
+    check fails, 2 if the notebook cannot be checked."""
+    import json
+
+    from grader.selfcheck import check_notebook
+
+    parser = argparse.ArgumentParser(prog="python -m grader check",
+                                     description="self-study: check one saved notebook's exercises")
+    parser.add_argument("notebook", type=Path)
+    parser.add_argument("--source", type=Path, help="instructor source notebook (default: solutions/<name>/<name>.ipynb)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
+    args = parser.parse_args(argv)
+    if not args.notebook.is_file():
+        raise GraderError(f"no notebook at {args.notebook}: give the path of a saved .ipynb file")
+    report = check_notebook(args.notebook, args.source, echo=not args.json)
+    if args.json:
+        print(json.dumps(report.result, indent=1))
+    return 0 if report.passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; every error of the grader becomes one sentence and exit code 2."""
     # `python -m` puts the current folder first on sys.path: a folder there named like a package
@@ -88,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["check"]:
-        from grader.selfcheck import main as check_main
-
-        return check_main(argv[1:])
+        return _check(argv[1:])
     default = default_course()
     parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__)
     parser.add_argument("--course-dir", type=Path, default=default.root,

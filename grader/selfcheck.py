@@ -14,9 +14,7 @@ the running notebook is used or changed, and nothing is saved.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,27 +134,3 @@ def check_notebook(path: str | os.PathLike | None = None, source: str | os.PathL
 
 
 check = check_notebook
-
-
-def main(argv: list[str]) -> int:
-    """``python -m grader check NOTEBOOK [--source S] [--json]``: exit 0 only if all pass."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m grader check", description=__doc__.split("\n")[0])
-    parser.add_argument("notebook", type=Path)
-    parser.add_argument("--source", type=Path, help="instructor source notebook (default: solutions/<name>/<name>.ipynb)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
-    args = parser.parse_args(argv)
-    if not args.notebook.is_file():
-        print(f"no notebook at {args.notebook}: give the path of a saved .ipynb file", file=sys.stderr)
-        return 2
-    from grader.errors import GraderError
-
-    try:
-        report = check_notebook(args.notebook, args.source, echo=not args.json)
-    except GraderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report.result, indent=1))
-    return 0 if report.passed else 1
