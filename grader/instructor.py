@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import json
 import os
 import re
@@ -302,6 +303,8 @@ def write_autograded(course: Course, assignment: Assignment, result: dict) -> Pa
         if meta.get("solution"):
             mine = by_id.get(gid)
             src = cell_source(mine) if mine else "# (no cell with this grade id in the submission)"
+            if cell.get("cell_type") != "code":  # a written answer: its markdown stays, raw HTML shows as text
+                src = html.escape(src, quote=False)
         elif meta.get("grade"):
             src = HIDDEN_TESTS.sub("", src)
         if cell.get("cell_type") == "code":
@@ -323,8 +326,6 @@ def write_autograded(course: Course, assignment: Assignment, result: dict) -> Pa
 
 def _escape(text: str) -> str:
     """Student text for a markdown cell: HTML-escaped, and markdown's own markup characters too."""
-    import html
-
     escaped = html.escape(str(text), quote=True)
     return "".join(f"\\{c}" if c in "\\`*_[]()#+!|{}" else c for c in escaped)
 
@@ -350,7 +351,7 @@ def feedback(course: Course, names: list[str] | None = None) -> list[Path]:
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter, written = HTMLExporter(sanitize_html=True), []  # student markdown cannot carry scripts
+    exporter, written = HTMLExporter(), []  # student text was escaped in write_autograded
     for path in sorted((course.root / "autograded").glob("*/*/*.ipynb")):
         student, name = path.parts[-3], path.parts[-2]
         if names and name not in names:

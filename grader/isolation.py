@@ -107,6 +107,16 @@ def _own_memory_cgroup() -> tuple[Path, str] | None:
     return None
 
 
+def _remove_stale(parent: Path, age: float = 600.0) -> None:
+    """Delete empty sandbox groups left by a grader that was killed (a group still in use is not empty)."""
+    for folder in parent.glob("grader-*"):
+        try:
+            if time.time() - folder.stat().st_mtime > age and not (folder / "cgroup.procs").read_text().strip():
+                folder.rmdir()
+        except OSError:
+            pass
+
+
 class MemoryCgroup:
     """A child memory cgroup holding one sandbox; :meth:`create` returns None where none can be made."""
 
@@ -119,6 +129,7 @@ class MemoryCgroup:
         if own is None:
             return None
         parent, version = own
+        _remove_stale(parent)
         folder = parent / name
         try:
             folder.mkdir()

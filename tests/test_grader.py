@@ -102,6 +102,7 @@ def test_gradebook_and_feedback_hold_the_scores_without_hidden_tests(corpus):
     html = (course / "feedback" / "partly_correct" / NAME / f"{NAME}.html").read_text()
     assert "drop the batch axis" in html and "Autograded: 3 / 10 points" in html
     assert "HIDDEN TESTS" not in html and "x_test[10:13]" not in html  # a line of a hidden test
+    assert "<h1" in html and "&lt;h1" not in html and "&lt;p&gt;" not in html  # the notebook's own markdown renders
 
 
 @pytest.mark.slow
