@@ -166,7 +166,8 @@ class Sandbox:
         self.scratch, self.limits, self.dead = scratch, limits, ""
         name = f"grader-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
         self.cgroup = MemoryCgroup.create(name, limits.memory_mb * 2**20)
-        landlock_reads = [*read_paths(), "/dev/urandom", "/dev/random", "/dev/zero", "/proc/self",
+        reads = read_paths()
+        landlock_reads = [*reads, "/dev/urandom", "/dev/random", "/dev/zero", "/proc/self",
                           "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/sys/fs/cgroup"]
         program = {**program, "inbox": str(inbox), "read": landlock_reads, "cgroup": self.cgroup is not None,
                    "private_tmp": isolated}
@@ -176,7 +177,7 @@ class Sandbox:
         command = [sys.executable, "-I", "-c",
                    f"import sys; sys.path.insert(0, {str(ROOT)!r}); from grader.sandbox import main; main()",
                    str(scratch)]
-        argv = bwrap_argv(command, scratch, inbox, read_paths(), env) if isolated else command
+        argv = bwrap_argv(command, scratch, inbox, reads, env) if isolated else command
         self.startup_log = scratch.parent / f"startup-{time.monotonic_ns()}.txt"  # outside the sandbox
         with open(self.startup_log, "wb") as log:
             self.proc = subprocess.Popen(argv, env=env, cwd=scratch, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -423,6 +424,7 @@ class _Run:
         self.scratch.mkdir()
         self.inbox.mkdir()
         (self.scratch / "out").mkdir()
+        _copy_font_cache(self.scratch)
         self.program = {"cells": submission.code, "references": assignment.references}
         self.sandbox: Sandbox | None = None
         self.started, self.starts, self.ran = time.monotonic(), 0, []
