@@ -15,12 +15,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import matplotlib
-import numpy as np
-from matplotlib.figure import Figure
-
-import course
+import course  # lazy: --help and argument errors never import TensorFlow, numpy or matplotlib
 from course import _paths
+from course.console import Progress, quiet_tensorflow, writable_folder
+
+#: Exit codes: 0 done, 2 a bad argument (nothing was done), 3 could not run (data, disk, ...).
+USAGE, COULD_NOT_RUN = 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,22 +79,28 @@ def _save(fig, path: Path, written: list[Path]) -> None:
     written.append(path)
 
 
-def run(layers: list[str] | None, index: int, out: Path) -> dict:
+def run(layers: list[str] | None, index: int, out: Path, progress: Progress | None = None) -> dict:
     """The main job; returns the summary it writes."""
+    progress = progress or Progress(enabled=False)
+    progress("loading MNIST")
     (_, _), (x_test, y_test) = course.load_mnist()
     if not 0 <= index < len(x_test):
         raise course.CourseError(
             f"--index {index} is out of range: the test set has images 0..{len(x_test) - 1}."
         )
+    progress("loading TensorFlow and the cached model (or training it, about a minute)")
     model = course.load_or_train_model()
     start = time.perf_counter()
+    progress("measuring test accuracy on 10,000 digits")
     _, accuracy = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
     layers = layers or course.conv_layer_names(model)[:2]
+    progress(f"extracting the feature maps of {', '.join(layers)}")
     image = x_test[index]
     maps = course.extract_feature_maps(model, image, layers)
     prediction = int(model(image[None], training=False).numpy().argmax())
     sample = course.extract_feature_maps(model, x_test[:1000], layers)
 
+    progress(f"drawing the figures into {out}/")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, layer_maps in maps.items():
@@ -137,13 +143,16 @@ def _print_summary(summary: dict, out: Path) -> None:
         dead = info["dead_filters_over_1000_test_images"]
         print(
             f"  {name}: maps {tuple(info['shape'])}, dead filters over 1,000 test images: "
-            f"{len(dead)} {dead if dead else ''}, strongest here: {info['strongest_channels_for_this_image']}"
+            f"{len(dead)}{f' {dead}' if dead else ''}, strongest here: {info['strongest_channels_for_this_image']}"
         )
     print(f"Wrote {len(summary['figures'])} figures and summary.json to {out}/")
 
 
 def _explain_mobilenet(out: Path, written: list[Path]) -> dict:
     """MobileNetV2 on matplotlib's sample photo: feature maps of three layers and Grad-CAM."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
     model, pretrained, note = course.load_mobilenet_v2()
     photo = course.sample_photo(224)
     image = course.mobilenet_input(photo)
@@ -181,9 +190,13 @@ def _explain_mobilenet(out: Path, written: list[Path]) -> dict:
     }
 
 
-def explain(out: Path, mobilenet: bool = True) -> dict:
+def explain(out: Path, mobilenet: bool = True, progress: Progress | None = None) -> dict:
     """A figure of each interpretability tool; returns the summary it writes."""
+    progress = progress or Progress(enabled=False)
+    progress("loading MNIST, TensorFlow and the cached model")
     import keras
+    import numpy as np
+    from matplotlib.figure import Figure
 
     (x_train, y_train), (x_test, y_test) = course.load_mnist()
     model = course.load_or_train_model()
@@ -192,7 +205,7 @@ def explain(out: Path, mobilenet: bool = True) -> dict:
     digits = [int(np.flatnonzero(y_test == label)[0]) for label in range(10)][:8]
     summary: dict = {}
 
-    # Saliency: vanilla and SmoothGrad, next to the digit.
+    progress("saliency and SmoothGrad of 4 digits")
     fig = Figure(figsize=(7.5, 2.0 * 4), layout="constrained")
     axes = fig.subplots(4, 3)
     for row, index in zip(axes, digits[:4]):
@@ -207,7 +220,7 @@ def explain(out: Path, mobilenet: bool = True) -> dict:
     fig.suptitle("|d logit / d pixel| of the predicted class", fontsize=10)
     _save(fig, out / "saliency.png", written)
 
-    # Grad-CAM on both conv layers.
+    progress("Grad-CAM of 8 digits at both conv layers")
     fig = Figure(figsize=(2.4 * len(digits), 5.0), layout="constrained")
     axes = fig.subplots(2, len(digits))
     for col, index in enumerate(digits):
@@ -217,12 +230,12 @@ def explain(out: Path, mobilenet: bool = True) -> dict:
     fig.suptitle("Grad-CAM of the predicted class: the last conv layer (bottom) is the usual choice", fontsize=10)
     _save(fig, out / "grad_cam.png", written)
 
-    # Activation maximization: every filter of conv1 and conv2.
+    progress("activation maximization: the preferred image of every conv1 and conv2 filter")
     start = time.perf_counter()
     _save(course.plot_preferred_images(model), out / "preferred_images.png", written)
     summary["activation_maximization_seconds"] = round(time.perf_counter() - start, 1)
 
-    # Maps and filters across a short training run, with TensorBoard logs.
+    progress("maps and filters across a 3-epoch training run, with TensorBoard logs")
     keras.utils.set_random_seed(0)
     fresh = course.build_model("watched_cnn")
     fresh.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -232,7 +245,7 @@ def explain(out: Path, mobilenet: bool = True) -> dict:
     _save(course.plot_maps_across_epochs(logger, "conv1", kind="filters"), out / "filters_across_epochs.png", written)
     summary["across_epochs_accuracy"] = [round(float(a), 3) for a in history.history["accuracy"]]
 
-    # Class-level analysis on 2,000 test digits.
+    progress("class-level analysis of 2,000 test digits: per-class means, top digits, mistakes, PCA")
     x, y = x_test[:2000], y_test[:2000]
     table = course.mean_activation_by_class(model, x, y, "conv2")
     _save(course.plot_class_activation(table, "conv2"), out / "class_activation.png", written)
@@ -258,6 +271,7 @@ def explain(out: Path, mobilenet: bool = True) -> dict:
     }
 
     if mobilenet:
+        progress("MobileNetV2 on a photo: every feature-map layer and Grad-CAM")
         summary["mobilenet"] = _explain_mobilenet(out, written)
     summary["figures"] = [p.name for p in written]
     summary["tensorboard_logs"] = str(out / "tensorboard")
@@ -268,7 +282,7 @@ def explain(out: Path, mobilenet: bool = True) -> dict:
 README_WIDTH = 8.8  # inches: 880 pixels at 100 dpi, shown unscaled in a README
 
 
-def figures(out: Path, index: int = 0) -> list[Path]:
+def figures(out: Path, index: int = 0, progress: Progress | None = None) -> list[Path]:
     """The README's figures: small PNGs drawn at the size a README shows them.
 
     Args:
@@ -278,6 +292,12 @@ def figures(out: Path, index: int = 0) -> list[Path]:
     Returns:
         The paths written.
     """
+    progress = progress or Progress(enabled=False)
+    progress("loading MNIST, TensorFlow and the cached model")
+    import matplotlib
+    import numpy as np
+    from matplotlib.figure import Figure
+
     (_, _), (x_test, y_test) = course.load_mnist()
     if not 0 <= index < len(x_test):
         raise course.CourseError(
@@ -285,6 +305,7 @@ def figures(out: Path, index: int = 0) -> list[Path]:
         )
     model = course.load_or_train_model()
     image, label = x_test[index], int(y_test[index])
+    progress(f"drawing 4 figures into {out}/")
     maps = course.extract_feature_maps(model, image, ["conv1", "conv2"])
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -333,31 +354,44 @@ def figures(out: Path, index: int = 0) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code (0 done, 2 bad argument, 3 could not run)."""
     args = _parser().parse_args(argv)
+    quiet_tensorflow()
+    progress = Progress()
     try:
         if args.command == "run":
-            out = args.out or _paths.build_dir()
-            _print_summary(run(args.layer, args.index, out), out)
+            out = writable_folder(args.out or _paths.build_dir())
+            _print_summary(run(args.layer, args.index, out, progress), out)
         elif args.command == "train":
+            progress("loading MNIST and TensorFlow")
             course.load_or_train_model(retrain=args.retrain)
             meta = course.read_metadata()
             print(f"Model cached at {course.model.default_model_path()}; test accuracy "
                   f"{meta['test_accuracy']:.2%}, trained in {meta['train_seconds']:.0f} s.")
         elif args.command == "explain":
-            out = args.out or _paths.build_dir() / "explain"
-            summary = explain(out, mobilenet=not args.no_mobilenet)
+            out = writable_folder(args.out or _paths.build_dir() / "explain")
+            summary = explain(out, mobilenet=not args.no_mobilenet, progress=progress)
             if "mobilenet" in summary:
                 print(summary["mobilenet"]["note"])
             print(f"Wrote {len(summary['figures'])} figures to {out}/ and TensorBoard logs to "
                   f"{summary['tensorboard_logs']} (view: tensorboard --logdir {summary['tensorboard_logs']})")
         elif args.command == "figures":
-            out = args.out or _paths._base() / "docs" / "figures"
-            written = figures(out, args.index)
+            out = writable_folder(args.out or _paths._base() / "docs" / "figures")
+            written = figures(out, args.index, progress)
             print(f"Wrote {len(written)} figures to {out}/: " + ", ".join(p.name for p in written))
+    except course.DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return COULD_NOT_RUN
     except course.CourseError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
+    except OSError as exc:  # a full disk, a folder removed while writing: not the user's argument
+        print(f"error: could not write {exc.filename or 'the output'}: {exc.strerror or exc}; "
+              "free some space or choose another --out.", file=sys.stderr)
+        return COULD_NOT_RUN
+    except KeyboardInterrupt:
+        print("interrupted: nothing more was written.", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -332,7 +332,9 @@ def _preload() -> None:
     import grader.codec  # noqa: F401  (used after confinement)
     import grader.notebook  # noqa: F401
 
-    import course.checks  # noqa: F401  (the reference guard, used after confinement)
+    import course
+
+    course.import_everything()  # `import course` is lazy; student cells must not pay the imports
 
 
 def child_main(scratch: str) -> int:
