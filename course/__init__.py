@@ -11,6 +11,7 @@ grader's command line start in a fraction of a second.
 
 import importlib
 import os
+import pkgutil
 
 # TensorFlow's C++ start-up lines are noise for students (and nbgrader zeroes a test cell that
 # writes to stderr); keep warnings and errors. Set before TensorFlow is first imported.
@@ -51,11 +52,14 @@ __all__ = sorted(["CourseError", "DatasetError", "InputShapeError", "LayerError"
 
 
 def __getattr__(name: str):
-    """Import a public name's module on first use (PEP 562), then keep the name here."""
+    """Import a public name's module, or a submodule (``course.data``), on first use (PEP 562)."""
     module = _MODULE_OF.get(name)
-    if module is None:
+    if module is not None:
+        value = getattr(importlib.import_module(f"course.{module}"), name)
+    elif name in {m.name for m in pkgutil.iter_modules(__path__)}:
+        value = importlib.import_module(f"course.{name}")
+    else:
         raise AttributeError(f"module 'course' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"course.{module}"), name)
     globals()[name] = value
     return value
 

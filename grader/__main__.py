@@ -1,5 +1,9 @@
 """``python -m grader``: release, collect, autograde (parallel, sharded), merge, feedback,
-export for instructors; ``check`` for self-study learners. See grader/README.md."""
+export for instructors; ``check`` for self-study learners. See grader/README.md.
+
+Exit codes: 0 done; 1 ``check`` ran and an exercise fails; 2 a bad argument or input (nothing
+was done; the message says what to give instead); 3 the grader could not run or some
+submissions were not graded (not the students' fault: rerun once the cause is fixed)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ import os
 import sys
 from pathlib import Path
 
+from course.console import writable_folder
+from course.errors import CourseError
 from grader.engine import GraderError, Limits, Task, canary, grade_many, isolation_available, submission_hash
+from grader.errors import GraderFailure
 from grader.instructor import (
     Course,
     DEFAULT_REGEXP,
@@ -27,7 +34,7 @@ from grader.instructor import (
 
 def _autograde(course: Course, args) -> int:
     if args.jobs < 1:
-        raise GraderError(f"--jobs must be at least 1, got {args.jobs}")
+        raise GraderError(f"--jobs must be at least 1, got {args.jobs}: give how many submissions to grade at a time (default: the number of cores)")
     shard = parse_shard(args.shard) if args.shard else None
     results = Path(args.results_dir) if args.results_dir else course.results
     limits = Limits(cell_timeout=args.cell_timeout, submission_timeout=args.timeout, memory_mb=args.memory_mb)
@@ -35,8 +42,18 @@ def _autograde(course: Course, args) -> int:
     if not isolated:
         print("warning: --weak-isolation: submissions run with Landlock and seccomp only, without namespaces "
               "(see grader/README.md, threat model)", file=sys.stderr)
+    for name in args.assignment:
+        course.assignment(name)  # an unknown name is refused with the list of known ones
+    found = submissions(course, args.assignment or None, args.student)
+    if not found:
+        who = f"from student {args.student!r} " if args.student else ""
+        students = sorted({s for _, s, _ in submissions(course, args.assignment or None)})
+        hint = (f"students with submissions: {', '.join(students[:20])}{' ...' if len(students) > 20 else ''}"
+                if students else f"collect them first: python -m grader --course-dir {course.root} collect ZIP")
+        raise GraderError(f"no submissions {who}of {', '.join(args.assignment) or 'any assignment'} in "
+                          f"{course.submitted}; {hint}")
     tasks, skipped, cache = [], 0, {}
-    for name, student, notebook in submissions(course, args.assignment or None, args.student):
+    for name, student, notebook in found:
         if not in_shard(name, student, shard):
             continue
         if name not in cache:
@@ -60,7 +77,7 @@ def _autograde(course: Course, args) -> int:
         if r["status"] == "graded" and r.get("problems"):
             print(f"  {r['student']}/{r['assignment']}: {r['score']:g}/{r['max_score']:g}; " + "; ".join(r["problems"])[:300])
     failed = [r for r in done if r["status"] != "graded"]
-    if shard is None and not args.no_merge and results == course.results and done:
+    if shard is None and not args.no_merge and results == course.results and len(failed) < len(done):
         print(f"merged {merge(course)} result(s) into {course.gradebook}")
     elif shard is not None:
         print(f"results in {results}; combine the shards with: python -m grader merge {results}")
@@ -73,22 +90,15 @@ def _autograde(course: Course, args) -> int:
     return 0
 
 
-def _check(argv: list[str]) -> int:
-    """``python -m grader check NOTEBOOK [--source S] [--json]``: exit 0 only if all pass, 1 if a
-    check fails, 2 if the notebook cannot be checked."""
+def _check(args) -> int:
+    """``check NOTEBOOK``: exit 0 only if all pass, 1 if a check fails, 2 if the notebook cannot be checked."""
     import json
 
     from grader.selfcheck import check_notebook
 
-    parser = argparse.ArgumentParser(prog="python -m grader check",
-                                     description="self-study: check one saved notebook's exercises")
-    parser.add_argument("notebook", type=Path)
-    parser.add_argument("--source", type=Path, help="instructor source notebook (default: solutions/<name>/<name>.ipynb)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
-    args = parser.parse_args(argv)
     if not args.notebook.is_file():
         raise GraderError(f"no notebook at {args.notebook}: give the path of a saved .ipynb file")
-    report = check_notebook(args.notebook, args.source, echo=not args.json)
+    report = check_notebook(args.notebook, args.check_source, echo=not args.json)
     if args.json:
         print(json.dumps(report.result, indent=1))
     return 0 if report.passed else 1
@@ -101,17 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path.cwd().resolve()] or sys.path
     try:
         return _main(argv)
-    except GraderError as exc:
+    except GraderFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (GraderError, CourseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: results written so far are kept; run the same command again to go on", file=sys.stderr)
+        return 130
 
 
 def _main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["check"]:
-        return _check(argv[1:])
     default = default_course()
-    parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--course-dir", type=Path, default=default.root,
                         help=f"where submitted/, autograded/, feedback/, grading/ and gradebook.db live (default {default.root})")
     parser.add_argument("--source", type=Path, default=default.source, help=f"instructor sources (default {default.source})")
@@ -150,14 +164,27 @@ def _main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export", help="write a CSV: one row per student and assignment")
     p.add_argument("--out", type=Path, default=Path("grades.csv"), help="default: grades.csv")
 
-    sub.add_parser("check", help="self-study: check one notebook (python -m grader check NOTEBOOK --help)")
+    p = sub.add_parser("check", help="self-study: check one saved notebook's exercises",
+                       description="self-study: check one saved notebook's exercises (exit 0 all pass, 1 some fail)")
+    p.add_argument("notebook", type=Path)
+    p.add_argument("--source", dest="check_source", type=Path,
+                   help="instructor source notebook (default: solutions/<name>/<name>.ipynb)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
 
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args)
     course = Course(root=args.course_dir.resolve(), source=args.source.resolve())
+    if not course.root.is_dir():
+        raise GraderError(f"--course-dir {args.course_dir} is not a folder: give the course folder that holds "
+                          "submitted/ (create it first when starting a new course)")
+    if not course.assignments():
+        raise GraderError(f"--source {args.source} holds no assignments (<name>/<name>.ipynb): give the folder of "
+                          "the instructor source notebooks, solutions/ of the course checkout")
     if args.command == "release":
         from grader.release import NOTEBOOKS, release
 
-        for path in release(course.source, args.dest or NOTEBOOKS):
+        for path in release(course.source, writable_folder(args.dest or NOTEBOOKS, "--dest")):
             print(path)
     elif args.command == "collect":
         found = collect(course, args.path, args.assignment, args.regexp)
@@ -170,6 +197,9 @@ def _main(argv: list[str] | None = None) -> int:
         written = feedback(course, args.assignment or None)
         print(f"wrote {len(written)} feedback file(s) under {course.root / 'feedback'}")
     elif args.command == "export":
+        if args.out.is_dir():
+            raise GraderError(f"--out {args.out} is a folder: give the CSV file to write, e.g. {args.out / 'grades.csv'}")
+        writable_folder(args.out.parent, "--out's folder")
         count = export(course, args.out)
         print(f"wrote {count} row(s) to {args.out}")
     return 0

@@ -371,8 +371,10 @@ class CheckerProcess:
                 continue
             if reply.get("op") != "done":
                 raise GraderFailure(f"the checker sent an unexpected message ({str(reply)[:200]})")
-            if not reply.get("ok"):
-                raise GraderFailure(f"the checker failed: {reply.get('error')}\n{reply.get('traceback', '')}")
+            if not reply.get("ok"):  # the traceback is for the instructor's log, not for the report
+                self.log.write(f"the checker failed:\n{reply.get('traceback', '')}\n".encode())
+                self.log.flush()
+                raise GraderFailure(f"the checker failed: {reply.get('error')}")
             return reply
 
     def alive(self) -> bool:
@@ -613,10 +615,18 @@ def error_result(task: Task, reason: str) -> dict:
 
 
 def isolation_available(required: bool) -> bool:
-    """Whether sandboxes run in bubblewrap; raises when ``required`` and it cannot work here."""
+    """Whether sandboxes run in bubblewrap; raises when ``required`` and it cannot work here.
+
+    Raises:
+        GraderFailure: this is not Linux (the sandbox is built of Linux namespaces, Landlock and
+            seccomp), or bubblewrap is required and does not work here.
+    """
+    if sys.platform != "linux":
+        raise GraderFailure(f"the grader's sandbox needs Linux and this is {sys.platform}: check and grade in WSL, "
+                            "a Linux machine or a container; the notebook's own test cells work here as they are")
     why = bwrap_works()
     if why and required:
-        raise GraderError(f"cannot isolate submissions: {why} (or pass --weak-isolation to grade with "
+        raise GraderFailure(f"cannot isolate submissions: {why} (or pass --weak-isolation to grade with "
                           "Landlock and seccomp only, see grader/README.md)")
     return not why
 
@@ -637,8 +647,8 @@ def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, p
         return []
     if isolated is None:
         isolated = isolation_available(False)
-    elif isolated:
-        isolation_available(True)
+    else:
+        isolation_available(isolated)  # refuses when required and missing, and anywhere but Linux
     jobs = max(1, min(jobs, len(tasks)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     workroot = Path(tempfile.mkdtemp(prefix="grader-"))
@@ -709,7 +719,7 @@ def canary(assignments: list[Assignment], limits: Limits, isolated: bool | None 
                 continue
             failed = [f"{gid}: {t['message']}" for gid, t in result["tests"].items() if not t["passed"]]
             detail = "; ".join(failed or result["problems"])[:800]
-            raise GraderError(
+            raise GraderFailure(
                 f"the canary failed: the solution notebook of {task.assignment.name} scores "
                 f"{result['score'] if result['score'] is not None else 'nothing'} of {result['max_score']:g} "
                 f"on this machine ({detail}). Nothing was graded: the grading environment differs from the one "

@@ -65,13 +65,21 @@ class Course:
 
 
 # ------------------------------------------------------------------------------ collect
-def _safe_extract(archive: Path, dest: Path, max_bytes: int = 2 * 2**30) -> None:
-    """Unzip without letting member names escape ``dest`` or the total size explode."""
+def _safe_extract(archive: Path, dest: Path, max_bytes: int = 2 * 2**30) -> list[str]:
+    """Unzip without letting member names escape ``dest`` or the total size explode.
+
+    Returns:
+        The members left out because their path leaves the archive's folder.
+    """
+    escaping = []
     with zipfile.ZipFile(archive) as z:
         total = 0
         for info in z.infolist():
             target = (dest / info.filename).resolve()
-            if not target.is_relative_to(dest.resolve()) or info.is_dir():
+            if not target.is_relative_to(dest.resolve()):
+                escaping.append(info.filename)
+                continue
+            if info.is_dir():
                 continue
             total += info.file_size
             if total > max_bytes:
@@ -79,6 +87,7 @@ def _safe_extract(archive: Path, dest: Path, max_bytes: int = 2 * 2**30) -> None
             target.parent.mkdir(parents=True, exist_ok=True)
             with z.open(info) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out)
+    return escaping
 
 
 def collect(course: Course, path: Path, assignment: str | None = None, regexp: str = DEFAULT_REGEXP) -> list[tuple[str, str]]:
@@ -94,14 +103,16 @@ def collect(course: Course, path: Path, assignment: str | None = None, regexp: s
     """
     from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
 
-    path = Path(path)
+    given = path = Path(path)
     tmp = None
     if path.is_file() and zipfile.is_zipfile(path):
         tmp = Path(tempfile.mkdtemp(prefix="collect-"))
-        _safe_extract(path, tmp)
+        for member in _safe_extract(path, tmp):
+            print(f"skipped {member}: its path leaves the archive (a name with '..' or an absolute path)")
         path = tmp
     if not path.is_dir():
-        raise GraderError(f"{path} is neither a folder nor a zip file of submissions")
+        raise GraderError(f"{path} is neither a folder nor a zip file of submissions: give the zip your LMS "
+                          "exported or a folder of <student>/<assignment>/<assignment>.ipynb")
     if (path / "submitted").is_dir():
         path = path / "submitted"
     known = set(course.assignments())
@@ -140,6 +151,9 @@ def collect(course: Course, path: Path, assignment: str | None = None, regexp: s
         found.append((student, name))
     if tmp:
         shutil.rmtree(tmp, ignore_errors=True)
+    if not found:
+        raise GraderError(f"nothing was collected from {given}: it holds no notebook that could be collected "
+                          "(see the lines above for what was skipped and why)")
     with _gradebook(course) as gb:
         for student in sorted({s for s, _ in found}):
             gb.update_or_create_student(student)
@@ -245,6 +259,10 @@ def merge(course: Course, dirs: list[Path] | None = None) -> int:
     Returns:
         How many results were merged.
     """
+    missing = [str(d) for d in dirs or [] if not Path(d).is_dir()]
+    if missing:
+        raise GraderError(f"no results folder {', '.join(missing)}: give the folders the shards wrote "
+                          "(their --results-dir)")
     for d in dirs or []:
         for path in Path(d).glob("*/*.json"):
             dest = course.results / path.parent.name / path.name
@@ -254,6 +272,8 @@ def merge(course: Course, dirs: list[Path] | None = None) -> int:
     import warnings
 
     results = [r for r in load_results([course.results]) if r.get("status", "graded") == "graded"]
+    if not results:
+        raise GraderError(f"no graded results in {course.results} to merge: run autograde first")
     assignments = {}
     with _gradebook(course) as gb, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SQLAlchemy's autoflush notes from inside nbgrader
@@ -351,6 +371,11 @@ def feedback(course: Course, names: list[str] | None = None) -> list[Path]:
     import nbformat
     from nbconvert import HTMLExporter
 
+    known = course.assignments()
+    unknown = [n for n in names or [] if n not in known]
+    if unknown:
+        raise GraderError(f"no assignment named {', '.join(map(repr, unknown))}; known assignments: "
+                          f"{', '.join(known) or 'none'}")
     exporter, written = HTMLExporter(), []  # student text was escaped in write_autograded
     for path in sorted((course.root / "autograded").glob("*/*/*.ipynb")):
         student, name = path.parts[-3], path.parts[-2]
@@ -361,6 +386,9 @@ def feedback(course: Course, names: list[str] | None = None) -> list[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(body, encoding="utf-8")
         written.append(out)
+    if not written:
+        raise GraderError(f"no autograded notebooks{' of ' + ', '.join(names) if names else ''} in "
+                          f"{course.root / 'autograded'}: run autograde (or merge) first")
     return written
 
 
@@ -371,6 +399,8 @@ def export(course: Course, out: Path) -> int:
     score are left blank and counted in ``needs_manual_grading``.
     """
     results = load_results([course.results])
+    if not results:
+        raise GraderError(f"no results in {course.results}: run autograde first (nothing was written to {out})")
     manual = _manual_scores(course)
     columns = []
     for r in results:
