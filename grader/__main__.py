@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from course.console import writable_folder
+from course.console import Progress, writable_folder
 from course.errors import CourseError
 from grader.engine import GraderError, Limits, Task, canary, grade_many, isolation_available, submission_hash
 from grader.errors import GraderFailure
@@ -181,19 +181,25 @@ def _main(argv: list[str] | None = None) -> int:
     if not course.assignments():
         raise GraderError(f"--source {args.source} holds no assignments (<name>/<name>.ipynb): give the folder of "
                           "the instructor source notebooks, solutions/ of the course checkout")
+    progress = Progress()
     if args.command == "release":
         from grader.release import NOTEBOOKS, release
 
-        for path in release(course.source, writable_folder(args.dest or NOTEBOOKS, "--dest")):
+        dest = writable_folder(args.dest or NOTEBOOKS, "--dest")
+        progress(f"generating the student notebooks of {len(course.assignments())} assignments with nbgrader")
+        for path in release(course.source, dest):
             print(path)
     elif args.command == "collect":
+        progress(f"collecting submissions from {args.path}")
         found = collect(course, args.path, args.assignment, args.regexp)
         print(f"collected {len(found)} submission(s) from {len({s for s, _ in found})} student(s) into {course.submitted}")
     elif args.command == "autograde":
         return _autograde(course, args)
     elif args.command == "merge":
+        progress("merging results into the gradebook and writing the autograded notebooks")
         print(f"merged {merge(course, args.dirs)} result(s) into {course.gradebook}")
     elif args.command == "feedback":
+        progress("writing one HTML page per autograded notebook")
         written = feedback(course, args.assignment or None)
         print(f"wrote {len(written)} feedback file(s) under {course.root / 'feedback'}")
     elif args.command == "export":

@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 `check` ran and an exercise fails, 2 bad argument or input
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -24,7 +25,8 @@ def grader(*args, cwd=None) -> subprocess.CompletedProcess:
 
 
 def one_sentence(result: subprocess.CompletedProcess, *phrases: str) -> None:
-    lines = result.stderr.strip().splitlines()
+    progress = re.compile(r"\[ *\d+\.\d s\] ")  # a stage line ("[  0.1 s] collecting ..."), not an error
+    lines = [line for line in result.stderr.strip().splitlines() if not progress.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     for phrase in phrases:
@@ -124,3 +126,13 @@ def test_help_lists_the_exit_codes():
     assert result.returncode == 0
     for line in ("1 ``check`` ran and an exercise fails", "2 a bad argument", "3 the grader could not run"):
         assert line in " ".join(result.stdout.split()), line
+
+
+def test_help_imports_no_tensorflow():
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "grader", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "argparse" in imported
+    assert not imported & {"tensorflow", "keras", "numpy", "matplotlib", "nbgrader"}, imported
