@@ -175,9 +175,11 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(args)
     course = Course(root=args.course_dir.resolve(), source=args.source.resolve())
-    if not course.root.is_dir():
+    if args.command == "collect":  # the first command of a new course creates its folder
+        writable_folder(course.root, "--course-dir")
+    elif not course.root.is_dir():
         raise GraderError(f"--course-dir {args.course_dir} is not a folder: give the course folder that holds "
-                          "submitted/ (create it first when starting a new course)")
+                          "submitted/ (collect creates it for a new course)")
     if not course.assignments():
         raise GraderError(f"--source {args.source} holds no assignments (<name>/<name>.ipynb): give the folder of "
                           "the instructor source notebooks, solutions/ of the course checkout")

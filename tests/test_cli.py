@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -25,8 +26,9 @@ NOISE_MARKS = ("absl::InitializeLog", "oneDNN custom operations", "use_unbounded
 def test_help_lists_the_subcommands():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("run", "train"):
-        assert command in result.stdout
+    # each command opens its own line of the COMMAND list (a word in a description does not count)
+    listed = re.findall(r"^    (\w+) {2,}\S", result.stdout, flags=re.M)
+    assert listed == ["run", "train", "explain", "figures"], result.stdout
     run_help = run_cli("run", "--help").stdout
     for option in ("--layer", "--index", "--out"):
         assert option in run_help
@@ -112,3 +114,14 @@ def test_tensorflow_start_up_lines_are_filtered_and_everything_else_kept():
     assert result.returncode == 0, result.stderr
     assert result.stderr == ("python line 1\nE0000 00:00:1796.1  77 other.cc:1] a real error\n"
                              "after tensorflow\nprompt without newline: ")
+
+
+def test_damaged_data_is_could_not_run_not_a_bad_argument(tmp_path):
+    """A truncated mnist.npz where the package looks first: refused, exit 3, one sentence."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist.npz").write_bytes((_paths.PROJECT_ROOT / "datasets" / "mnist.npz").read_bytes()[:5000])
+    result = run_cli("run", "--out", str(tmp_path / "out"), env={**os.environ, "COURSE_DATA_DIR": str(tmp_path / "data")})
+    assert result.returncode == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("[")]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "mnist.npz" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr and "drawing" not in result.stderr

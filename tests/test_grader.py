@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -166,8 +167,9 @@ def test_self_check_cli_exit_codes_and_report(corpus, tmp_path):
 
 def test_help_lists_every_command():
     out = grader("--help").stdout
-    for command in ("release", "collect", "autograde", "merge", "feedback", "export", "check"):
-        assert command in out
+    # each command opens its own line of the COMMAND list (the description names them too: not enough)
+    listed = re.findall(r"^    (\w+) {2,}\S", out, flags=re.M)
+    assert listed == ["release", "collect", "autograde", "merge", "feedback", "export", "check"], out
     assert "--shard" in grader("autograde", "--help").stdout
 
 
