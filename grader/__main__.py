@@ -16,12 +16,12 @@ from course.console import Progress, writable_folder
 from course.errors import CourseError
 from grader.engine import GraderError, Limits, Task, canary, grade_many, isolation_available, submission_hash
 from grader.errors import GraderFailure
+from grader.exports import FORMATS, export
 from grader.instructor import (
     Course,
     DEFAULT_REGEXP,
     collect,
     default_course,
-    export,
     feedback,
     in_shard,
     is_current,
@@ -161,8 +161,15 @@ def _main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("feedback", help="write feedback/<student>/<assignment>/*.html from autograded/")
     p.add_argument("assignment", nargs="*")
 
-    p = sub.add_parser("export", help="write a CSV: one row per student and assignment")
-    p.add_argument("--out", type=Path, default=Path("grades.csv"), help="default: grades.csv")
+    p = sub.add_parser("export", help="write the grades as a CSV, Gradescope results or a Canvas import",
+                       description="csv: one row per student and assignment; gradescope: <out>/<assignment>/"
+                       "<student>/results.json; canvas: a gradebook import CSV filled into Canvas's own roster export "
+                       "(see grader/README.md, Exports)")
+    p.add_argument("--format", choices=FORMATS, default="csv", help="default: csv")
+    p.add_argument("--out", type=Path, help="default: grades.csv, gradescope/ or canvas_grades.csv")
+    p.add_argument("--roster", type=Path, help="canvas: the CSV Canvas exports (Grades > Export)")
+    p.add_argument("--match-column", default="SIS Login ID",
+                   help="canvas: the roster column holding the grader's student ids (default: %(default)s)")
 
     p = sub.add_parser("check", help="self-study: check one saved notebook's exercises",
                        description="self-study: check one saved notebook's exercises (exit 0 all pass, 1 some fail)")
@@ -205,11 +212,15 @@ def _main(argv: list[str] | None = None) -> int:
         written = feedback(course, args.assignment or None)
         print(f"wrote {len(written)} feedback file(s) under {course.root / 'feedback'}")
     elif args.command == "export":
-        if args.out.is_dir():
-            raise GraderError(f"--out {args.out} is a folder: give the CSV file to write, e.g. {args.out / 'grades.csv'}")
-        writable_folder(args.out.parent, "--out's folder")
-        count = export(course, args.out)
-        print(f"wrote {count} row(s) to {args.out}")
+        out = args.out or Path({"csv": "grades.csv", "gradescope": "gradescope", "canvas": "canvas_grades.csv"}[args.format])
+        if args.format == "gradescope":
+            writable_folder(out)
+        elif out.is_dir():
+            raise GraderError(f"--out {out} is a folder: give the CSV file to write, e.g. {out / 'grades.csv'}")
+        else:
+            writable_folder(out.parent, "--out's folder")
+        count = export(course, out, args.format, args.roster, args.match_column)
+        print(f"wrote {count} grade(s) to {out} ({args.format})")
     return 0
 
 

@@ -38,16 +38,20 @@ def _visible_lines(source: str) -> set[int]:
     return set(range(1, source.count("\n") + 2)) - hidden
 
 
+def failing_line(exc: BaseException, filename: str) -> int | None:
+    """The line of ``filename`` (a test cell's code) where ``exc`` was raised, if it was raised there."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename == filename:
+            return frame.lineno
+    return None
+
+
 def describe_failure(exc: BaseException, source: str, filename: str) -> str:
     """One readable line for a failed test: the check's own message, or the failing line."""
     message = str(exc).strip()
     if isinstance(exc, (SubmissionError, Unsupported)):
         return message
-    line = None
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename == filename:
-            line = frame.lineno
-            break
+    line = failing_line(exc, filename)
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     called = getattr(exc, "grader_call", None)
     if isinstance(exc, NotImplementedError) and called:
@@ -232,7 +236,9 @@ class Checker:
         message = self.failure if self.failure and not isinstance(error, SubmissionError) else describe_failure(error, source, filename)
         if isinstance(error, NameError) and context_failure:
             message += f" (an earlier cell failed: {context_failure})"
-        return {"passed": False, "points": 0.0, "max_points": cell.points, "message": message[:1000]}
+        line = failing_line(error, filename) if error is not None else None
+        hidden = line is not None and line not in _visible_lines(source)  # exports keep such messages back
+        return {"passed": False, "points": 0.0, "max_points": cell.points, "message": message[:1000], "hidden": hidden}
 
 
 def serve() -> int:

@@ -555,6 +555,7 @@ def _grade_steps(run: _Run, checker: CheckerProcess, tests: dict, problems: list
                 continue
             verdict = checker.request({"op": "test", "key": ref}, relay=run.call)["verdict"]
             tests[ref].update({k: verdict[k] for k in ("passed", "points", "max_points", "message")})
+            tests[ref]["hidden"] = bool(verdict.get("hidden"))
         except SandboxDied as exc:  # top-level code (or a restart's replay of it) ended the sandbox
             stopped = f"{exc}; the checks after it did not run"
             problems.append(stopped)

@@ -12,7 +12,6 @@ Layout of a course directory (nbgrader's, all of it gitignored student data)::
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import html
 import json
@@ -351,7 +350,7 @@ def _escape(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------ feedback, export
-def _manual_scores(course: Course) -> dict:
+def manual_scores(course: Course) -> dict:
     """(assignment, student) -> {grade id: manual score} from the gradebook (formgrader's work)."""
     scores = {}
     if not course.gradebook.exists():
@@ -390,43 +389,6 @@ def feedback(course: Course, names: list[str] | None = None) -> list[Path]:
         raise GraderError(f"no autograded notebooks{' of ' + ', '.join(names) if names else ''} in "
                           f"{course.root / 'autograded'}: run autograde (or merge) first")
     return written
-
-
-def export(course: Course, out: Path) -> int:
-    """CSV, one row per student and assignment: total, per-exercise scores and a reason column.
-
-    Manual scores entered in nbgrader's formgrader are included; hand-graded cells without a
-    score are left blank and counted in ``needs_manual_grading``.
-    """
-    results = load_results([course.results])
-    if not results:
-        raise GraderError(f"no results in {course.results}: run autograde first (nothing was written to {out})")
-    manual = _manual_scores(course)
-    columns = []
-    for r in results:
-        for gid in [*r.get("tests", {}), *r.get("manual", {})]:
-            if gid not in columns:
-                columns.append(gid)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student", "assignment", "score", "max_score", "needs_manual_grading", *columns, "reason"])
-        for r in sorted(results, key=lambda r: (r["student"], r["assignment"])):
-            if r.get("status", "graded") != "graded":
-                maximum = r.get("max_score", 0) + r.get("manual_max_score", 0)
-                writer.writerow([r["student"], r["assignment"], "not graded: grader error", f"{maximum:g}", "",
-                                 *["" for _ in columns], "; ".join(r.get("problems") or [])])
-                continue
-            scores = {gid: t["points"] for gid, t in r.get("tests", {}).items()}
-            given = manual.get((r["assignment"], r["student"]), {})
-            pending = [gid for gid in r.get("manual", {}) if gid not in given]
-            scores.update(given)
-            total = sum(scores.values())
-            maximum = r.get("max_score", 0) + r.get("manual_max_score", 0)
-            reason = "; ".join(r.get("problems") or [])
-            writer.writerow([r["student"], r["assignment"], f"{total:g}", f"{maximum:g}", len(pending),
-                             *[f"{scores[c]:g}" if c in scores else "" for c in columns], reason])
-    return len(results)
 
 
 def ensure_dirs(course: Course) -> None:

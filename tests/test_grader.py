@@ -90,6 +90,72 @@ def test_export_csv_one_row_per_submission_with_scores_and_reasons(corpus, tmp_p
     assert "syntax error" in rows["syntax_error"]["reason"]
 
 
+# Gradescope's autograder results format, as its documentation publishes it (fields and values)
+GRADESCOPE_TOP = {"score", "execution_time", "output", "output_format", "test_output_format", "test_name_format",
+                  "visibility", "stdout_visibility", "extra_data", "tests", "leaderboard"}
+GRADESCOPE_TEST = {"score", "max_score", "status", "name", "name_format", "number", "output", "output_format",
+                   "tags", "visibility", "extra_data"}
+GRADESCOPE_VISIBILITY = {"hidden", "after_due_date", "after_published", "visible"}
+# Canvas's gradebook import: the first five columns of its own export, then one column per assignment
+CANVAS_FIRST = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+
+
+@pytest.mark.slow
+def test_export_gradescope_results_one_file_per_submission(corpus, tmp_path):
+    course, got, _ = corpus
+    totals = {name: float(row["score"]) for name, row in export_rows(course, tmp_path / "grades.csv").items()}
+    grader("export", "--format", "gradescope", "--out", str(tmp_path / "gs"), course=course)
+    files = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "gs" / NAME).glob("*/results.json")}
+    assert set(files) == set(CASES)
+    hidden_failures = 0
+    for name, results in files.items():
+        assert set(results) <= GRADESCOPE_TOP and {"score", "tests"} <= set(results), results.keys()
+        assert results["score"] == totals[name] == sum(t["score"] for t in results["tests"])
+        for test in results["tests"]:
+            assert set(test) <= GRADESCOPE_TEST and test["visibility"] in GRADESCOPE_VISIBILITY, test
+            assert test["status"] in ("passed", "failed") and 0 <= test["score"] <= test["max_score"]
+            verdict = got[name]["tests"][test["name"]]
+            assert test["output"] == verdict["message"] and test["score"] == verdict["points"]
+            # a message that comes from a hidden test waits until grades are published
+            assert test["visibility"] == ("after_published" if verdict.get("hidden") else "visible")
+            hidden_failures += bool(verdict.get("hidden"))
+        assert "HIDDEN TESTS" not in json.dumps(results) and "x_test[10:13]" not in json.dumps(results)
+    assert hidden_failures > 0, "no case of the corpus fails in a hidden test: the visibility rule went untested"
+
+
+@pytest.mark.slow
+def test_export_canvas_fills_the_roster_canvas_exported(corpus, tmp_path):
+    course, _, _ = corpus
+    totals = {name: row["score"] for name, row in export_rows(course, tmp_path / "grades.csv").items()}
+    students = sorted(CASES)
+    roster = tmp_path / "canvas_export.csv"
+    with open(roster, "w", newline="", encoding="utf-8") as f:  # as Canvas writes it: a BOM, Points Possible
+        f.write("\ufeff")
+        w = csv.writer(f)
+        w.writerow([*CANVAS_FIRST, "Quiz 1 (4711)"])
+        w.writerow(["    Points Possible", "", "", "", "", "5"])
+        for i, student in enumerate(students[1:]):  # the first student is missing from Canvas
+            w.writerow([f"Student, {student}", str(1000 + i), f"S{i}", student, "Lab A", "4"])
+        w.writerow(["Late, Newcomer", "2000", "S999", "newcomer", "Lab B", ""])  # enrolled, nothing submitted
+    proc = grader("export", "--format", "canvas", "--roster", str(roster), "--out", str(tmp_path / "canvas.csv"),
+                  course=course)
+    assert f"not exported: {students[0]} is not in the roster's 'SIS Login ID' column" in proc.stderr
+    with open(tmp_path / "canvas.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == [*CANVAS_FIRST, NAME]
+    assert rows[1][0] == "Points Possible" and rows[1][5] == "10"
+    by_login = {row[3]: row for row in rows[2:]}
+    assert set(by_login) == {*students[1:], "newcomer"}
+    for student in students[1:]:
+        assert by_login[student][:5] == [f"Student, {student}", by_login[student][1], by_login[student][2],
+                                         student, "Lab A"]
+        expected = "" if totals[student].startswith("not graded") else totals[student]
+        assert by_login[student][5] == expected, student
+    assert by_login["newcomer"][5] == ""
+    refused = grader("export", "--format", "canvas", course=course, check=False)
+    assert refused.returncode == 2 and "--format canvas needs --roster" in refused.stderr
+
+
 @pytest.mark.slow
 def test_gradebook_and_feedback_hold_the_scores_without_hidden_tests(corpus):
     from nbgrader.api import Gradebook

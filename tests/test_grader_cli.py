@@ -60,7 +60,7 @@ CASES = {
     "merge nothing": (["merge"], "no graded results", "run autograde first"),
     "feedback unknown assignment": (["feedback", "nosuch"], "no assignment named 'nosuch'; known assignments:"),
     "feedback nothing": (["feedback"], "no autograded notebooks", "run autograde (or merge) first"),
-    "export nothing": (["export", "--out", "{tmp}/grades.csv"], "no results in", "nothing was written"),
+    "export nothing": (["export", "--out", "{tmp}/grades.csv"], "no results in", "nothing was exported"),
     "export into a folder": (["export", "--out", "{tmp}"], "is a folder: give the CSV file to write"),
     "export under a file": (["export", "--out", "{tmp}/a_file/grades.csv"], "--out's folder", "is a file, not a folder"),
     "release onto a file": (["release", "--dest", "{tmp}/a_file"], "--dest", "is a file, not a folder"),

@@ -92,6 +92,11 @@ def cases() -> list[Case]:
 sub = make_activation_model(model, layer_name)
 return np.asarray(sub(image[np.newaxis]))""")})),
         Case("empty", "the release as is", 0, "not done yet", release()),
+        Case("ignores_layer", "get_feature_maps always returns conv1's maps: passes the visible test, not the "
+             "hidden one", 6, "for conv2 on test image 7",
+             right(**{GFM: with_body(GFM, """
+sub = make_activation_model(model, "conv1")
+return np.asarray(sub(image[np.newaxis]))[0]""")})),
         Case("syntax_error", "get_feature_maps' cell does not parse", 6, "syntax error",
              right(**{GFM: sol[GFM].replace("return np.asarray", "return np.asarray((")})),
         Case("exception", "get_feature_maps raises", 6, "get_feature_maps raised ValueError: boom",

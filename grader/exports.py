@@ -1,0 +1,201 @@
+"""Grades out of the course folder, in the formats instructors' systems take.
+
+- ``csv``: one row per student and assignment (total, each check, ``needs_manual_grading``, reason);
+- ``gradescope``: ``<out>/<assignment>/<student>/results.json`` in Gradescope's autograder
+  results format (``score``, ``output`` and a ``tests`` list of ``name``, ``score``,
+  ``max_score``, ``status``, ``output``, ``visibility``); a message from a hidden test is
+  ``visibility: "after_published"``, so students read it only once grades are published;
+- ``canvas``: a Canvas gradebook import CSV (``Student, ID, SIS User ID, SIS Login ID,
+  Section``, then one column per assignment, after a ``Points Possible`` row), filled into the
+  roster that Canvas itself exports (Grades > Export): the grader's student id is matched
+  against one roster column (``SIS Login ID`` by default).
+
+Scores entered by hand in nbgrader's formgrader are included everywhere. A result the grader
+failed on is never exported as a score, and a submission with answers still to be graded by
+hand leaves its Canvas cell blank: a partial total must not look final.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.errors import GraderError
+from grader.instructor import Course, load_results, manual_scores
+
+FORMATS = ("csv", "gradescope", "canvas")
+CANVAS_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
+
+
+@dataclass
+class Grade:
+    """One submission's grade: the autograder's result with the hand-graded scores added."""
+
+    result: dict
+    manual: dict  # grade id -> score given by hand
+
+    @property
+    def student(self) -> str:
+        return self.result["student"]
+
+    @property
+    def assignment(self) -> str:
+        return self.result["assignment"]
+
+    @property
+    def graded(self) -> bool:
+        return self.result.get("status", "graded") == "graded"
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return {**{gid: t["points"] for gid, t in self.result.get("tests", {}).items()}, **self.manual}
+
+    @property
+    def pending(self) -> list[str]:
+        """Hand-graded cells without a score yet."""
+        return [gid for gid in self.result.get("manual", {}) if gid not in self.manual]
+
+    @property
+    def total(self) -> float:
+        return sum(self.scores.values())
+
+    @property
+    def maximum(self) -> float:
+        return self.result.get("max_score", 0) + self.result.get("manual_max_score", 0)
+
+
+def grades(course: Course) -> list[Grade]:
+    """Every result of the course, sorted by student and assignment.
+
+    Raises:
+        GraderError: there are no results yet.
+    """
+    results = load_results([course.results])
+    if not results:
+        raise GraderError(f"no results in {course.results}: run autograde first (nothing was exported)")
+    given = manual_scores(course)
+    return [Grade(r, given.get((r["assignment"], r["student"]), {}))
+            for r in sorted(results, key=lambda r: (r["student"], r["assignment"]))]
+
+
+def export(course: Course, out: Path, fmt: str = "csv", roster: Path | None = None,
+           match: str = "SIS Login ID") -> int:
+    """Write the course's grades to ``out`` in format ``fmt``; returns how many grades were written.
+
+    Args:
+        out: A CSV file (``csv``, ``canvas``) or a folder (``gradescope``).
+        roster: The Canvas gradebook CSV export (``canvas`` only; required there).
+        match: The roster column that holds the grader's student ids (``canvas``).
+
+    Raises:
+        GraderError: an unknown format, no results, or a roster that cannot be used.
+    """
+    if fmt not in FORMATS:
+        raise GraderError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt == "canvas":
+        return _canvas(grades(course), out, _read_roster(roster, match), match)
+    return {"csv": _csv, "gradescope": _gradescope}[fmt](grades(course), out)
+
+
+def _csv(all_grades: list[Grade], out: Path) -> int:
+    columns = []
+    for g in all_grades:
+        for gid in [*g.result.get("tests", {}), *g.result.get("manual", {})]:
+            if gid not in columns:
+                columns.append(gid)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "assignment", "score", "max_score", "needs_manual_grading", *columns, "reason"])
+        for g in all_grades:
+            reason = "; ".join(g.result.get("problems") or [])
+            if not g.graded:
+                writer.writerow([g.student, g.assignment, "not graded: grader error", f"{g.maximum:g}", "",
+                                 *["" for _ in columns], reason])
+                continue
+            scores = g.scores
+            writer.writerow([g.student, g.assignment, f"{g.total:g}", f"{g.maximum:g}", len(g.pending),
+                             *[f"{scores[c]:g}" if c in scores else "" for c in columns], reason])
+    return len(all_grades)
+
+
+def gradescope_results(g: Grade) -> dict:
+    """One submission in Gradescope's autograder ``results.json`` format."""
+    tests = []
+    for gid, t in g.result.get("tests", {}).items():
+        test = {"name": gid, "score": t["points"], "max_score": t["max_points"],
+                "status": "passed" if t["passed"] else "failed", "output": t["message"], "visibility": "visible"}
+        if t.get("hidden"):
+            test["visibility"] = "after_published"
+        tests.append(test)
+    for gid, m in g.result.get("manual", {}).items():
+        if gid in g.manual:
+            tests.append({"name": f"{gid} (graded by hand)", "score": g.manual[gid], "max_score": m["max_points"],
+                          "status": "passed" if g.manual[gid] >= m["max_points"] else "failed",
+                          "output": "", "visibility": "after_published"})
+    notes = list(g.result.get("problems") or [])
+    if g.pending:
+        notes.append(f"{len(g.pending)} written answer(s) still to be graded by hand: {', '.join(g.pending)}")
+    return {"score": g.total, "output": "\n".join(notes), "visibility": "visible", "tests": tests}
+
+
+def _gradescope(all_grades: list[Grade], out: Path) -> int:
+    written = 0
+    for g in all_grades:
+        if not g.graded:
+            print(f"not exported: {g.student}/{g.assignment}: the grader failed on it (rerun autograde)", file=sys.stderr)
+            continue
+        path = out / g.assignment / g.student / "results.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(gradescope_results(g), indent=1))
+        written += 1
+    return written
+
+
+def _read_roster(roster: Path | None, match: str) -> list[dict]:
+    if roster is None:
+        raise GraderError("--format canvas needs --roster: the CSV that Canvas exports (Grades > Export), so each "
+                          "student's row carries Canvas's own ID")
+    try:
+        with open(roster, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows, header = list(reader), reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise GraderError(f"cannot read the roster {roster} ({getattr(exc, 'strerror', None) or exc}): give the CSV "
+                          "Canvas exported") from None
+    missing = [c for c in (*CANVAS_COLUMNS[:2], match) if c not in header]
+    if missing:
+        raise GraderError(f"the roster {roster} has no column {', '.join(map(repr, missing))}: give the CSV that "
+                          f"Canvas exports (its first columns are {', '.join(CANVAS_COLUMNS)})")
+    # Canvas's export has a "Points Possible" row (and sometimes a muted-assignments row): not students
+    return [r for r in rows if r.get("ID", "").strip() and not r["Student"].strip().startswith("Points Possible")]
+
+
+def _canvas(all_grades: list[Grade], out: Path, roster: list[dict], match: str) -> int:
+    assignments = sorted({g.assignment for g in all_grades})
+    maximum = {a: max(g.maximum for g in all_grades if g.assignment == a) for a in assignments}
+    by_id = {(g.student, g.assignment): g for g in all_grades}
+    known = {row[match].strip() for row in roster}
+    for student in sorted({g.student for g in all_grades} - known):
+        print(f"not exported: {student} is not in the roster's {match!r} column", file=sys.stderr)
+    written = 0
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([*CANVAS_COLUMNS, *assignments])
+        writer.writerow(["Points Possible", "", "", "", "", *[f"{maximum[a]:g}" for a in assignments]])
+        for row in roster:
+            cells = []
+            for a in assignments:
+                g = by_id.get((row[match].strip(), a))
+                if g is None or not g.graded or g.pending:
+                    if g is not None:
+                        why = "the grader failed on it" if not g.graded else "answers still to be graded by hand"
+                        print(f"left blank: {g.student}/{a}: {why}", file=sys.stderr)
+                    cells.append("")
+                    continue
+                cells.append(f"{g.total:g}")
+                written += 1
+            writer.writerow([row.get(c, "") for c in CANVAS_COLUMNS] + cells)
+    return written
