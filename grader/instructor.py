@@ -311,11 +311,18 @@ def write_autograded(course: Course, assignment: Assignment, result: dict) -> Pa
     source_nb = read_json_notebook(assignment.path)
     out = nbformat.v4.new_notebook(metadata=source_nb.get("metadata", {}))
     problems = result.get("problems") or []
-    summary = f"**Autograded: {result.get('score', 0):g} / {result.get('max_score', 0):g} points**"
-    if problems:  # student text: escaped, never markup
-        summary += "\n\nProblems found in this submission:\n" + "\n".join(f"- {_escape(p)}" for p in problems)
-    out.cells.append(nbformat.v4.new_markdown_cell(summary))
     tests = result.get("tests", {})
+    summary = f"**Autograded: {result.get('score', 0):g} / {result.get('max_score', 0):g} points**"
+    summary += "\n\n| check | result | points | what was checked or went wrong |\n|---|---|---|---|\n"
+    summary += "".join(f"| {gid} | {'passed' if t['passed'] else '**failed**'} | {t['points']:g} / {t['max_points']:g} "
+                       f"| {_escape(t['message']) or ('all checks hold' if t['passed'] else '')} |\n"
+                       for gid, t in tests.items())
+    for gid, m in result.get("manual", {}).items():
+        state = "graded by hand" if m.get("answered") else "**not answered**"
+        summary += f"| {gid} | {state} | - / {m['max_points']:g} | a written answer, graded by your instructor |\n"
+    if problems:  # student text: escaped, never markup
+        summary += "\nProblems found in this submission:\n" + "\n".join(f"- {_escape(p)}" for p in problems)
+    out.cells.append(nbformat.v4.new_markdown_cell(summary))
     for cell in source_nb["cells"]:
         meta, src = nbgrader_metadata(cell), cell_source(cell)
         gid = str(meta.get("grade_id", ""))
@@ -345,7 +352,7 @@ def write_autograded(course: Course, assignment: Assignment, result: dict) -> Pa
 
 def _escape(text: str) -> str:
     """Student text for a markdown cell: HTML-escaped, and markdown's own markup characters too."""
-    escaped = html.escape(str(text), quote=True)
+    escaped = html.escape(str(text), quote=False)  # quotes are plain text here; "&#x27;" would show as such
     return "".join(f"\\{c}" if c in "\\`*_[]()#+!|{}" else c for c in escaped)
 
 

@@ -172,6 +172,35 @@ def test_gradebook_and_feedback_hold_the_scores_without_hidden_tests(corpus):
     assert "<h1" in html and "&lt;h1" not in html and "&lt;p&gt;" not in html  # the notebook's own markdown renders
 
 
+def student_view(html_text: str) -> str:
+    """What a student reads in a feedback page: its text, without markup, scripts or styles."""
+    import html as html_lib
+
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", html_text, flags=re.S)
+    text = html_lib.unescape(re.sub(r"<[^>]+>", " ", text))
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.mark.slow
+def test_feedback_reads_as_a_student_would(corpus):
+    """Per check: passed or failed, the points and the message; what was not run and why; no hidden test."""
+    course, got, _ = corpus
+    grader("feedback", course=course)
+    for name in ("partly_correct", "ignores_layer", "os_exit", "syntax_error"):
+        text = student_view((course / "feedback" / name / NAME / f"{NAME}.html").read_text())
+        result = got[name]
+        assert f"Autograded: {result['score']:g} / {result['max_score']:g} points" in text
+        for gid, t in result["tests"].items():
+            row = f"{gid} {'passed' if t['passed'] else 'failed'} {t['points']:g} / {t['max_points']:g}"
+            assert row in text, (name, row)
+            assert " ".join(t["message"].split())[:80] in text, (name, t["message"])
+        for problem in result["problems"]:
+            assert " ".join(problem.split())[:60] in text, (name, problem)
+        assert "HIDDEN TESTS" not in text and "x_test[10:13]" not in text and "(33, \"conv1\"" not in text
+    # what was not graded, and why (os_exit's problem line)
+    assert "ended the process" in student_view((course / "feedback" / "os_exit" / NAME / f"{NAME}.html").read_text())
+
+
 @pytest.mark.slow
 def test_rerun_grades_only_what_changed(corpus):
     course, before, _ = corpus
