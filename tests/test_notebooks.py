@@ -403,16 +403,33 @@ MISTAKES = {
         ("def prepare_images(images):\n    return images.astype(np.float32)[..., np.newaxis]", "divide by 255"),
         ("def prepare_images(images):\n    return (images // 255).astype(np.float32)[..., np.newaxis]", "not with //"),
         ("def prepare_images(images):\n    return (images / 255.0)[..., np.newaxis]", "astype(np.float32)"),
+        # issue 11: each of these gave a traceback or a misleading hint before
+        ("def prepare_images(images):\n    images /= 255\n    return images[..., np.newaxis]",
+         "make a float copy first, images.astype(np.float32) / 255"),
+        ("def prepare_images(images):\n    scaled = images.astype(np.float32)[..., np.newaxis] / 255",
+         "prepare_images returned None, expected a numpy array: end the function with `return ...`"),
+        ("def prepare_images(images):\n    return (images.astype(np.float32) / 255)[np.newaxis]",
+         "np.newaxis in front adds a batch axis"),
     ],
     "build_cnn_tests": [
         (_cnn(with_input=False), "keras.Input(shape=(28, 28, 1))"),
         (_cnn(conv_kwargs=", padding='same'"), "use no padding"),
         (_cnn(dense_units=128), "number of filters/units"),
         (_cnn(last="activation='relu'"), "expected activation 'softmax'"),
+        (_cnn().replace("shape=(28, 28, 1)", "shape=(28, 28)"), "keras.Input(shape=(28, 28, 1))"),
+        (_cnn().replace("return keras.Sequential(", "return list("), "pass the layers to keras.Sequential"),
+        (_cnn().replace("return keras.Sequential(", "net = keras.Sequential("), "build_cnn returned None"),
     ],
     "make_activation_model_tests": [
         ("def make_activation_model(model, layer_name):\n    return model.get_layer(layer_name).output",
-         "wrap the output tensor"),
+         "make_activation_model returned a KerasTensor: a KerasTensor (such as layer.output) is a symbolic "
+         "placeholder without values; wrap it in keras.Model"),
+        ("def make_activation_model(model, layer_name):\n"
+         "    return keras.Model(keras.Input((28, 28, 1)), model.get_layer(layer_name).output)",
+         "the output must come from the model's own input"),
+        ("def make_activation_model(model, layer_name):\n"
+         "    return keras.Model(model.inputs[0], {layer_name: model.get_layer(layer_name).output})",
+         "got a dict of outputs"),
         ("def make_activation_model(model, layer_name):\n"
          "    return keras.Model(inputs=model.input, outputs=model.get_layer(layer_name).output)",
          "use model.inputs[0]"),
@@ -428,6 +445,22 @@ MISTAKES = {
         ("def get_feature_maps(model, image, layer_name):\n"
          "    return np.asarray(make_activation_model(model, layer_name)(image[np.newaxis]))[0, :, :, 0]",
          "you returned a single map"),
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    return np.asarray(make_activation_model(model, layer_name)(image))[0]",
+         "without a batch axis, but models work on batches: call it on image[np.newaxis]"),
+        ("def get_feature_maps(model, image, layer_name):\n"  # the dict output course.activation_model has
+         "    sub = keras.Model(model.inputs[0], {layer_name: model.get_layer(layer_name).output})\n"
+         "    return np.asarray(sub(image[np.newaxis]))[0]", "take the layer's entry, outputs[layer_name]"),
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    sub = keras.Model(model.inputs[0], {layer_name: model.get_layer(layer_name).output})\n"
+         "    return sub(image[np.newaxis])", "returned a dict with keys ['conv1']"),
+        ("def get_feature_maps(model, image, layer_name):\n    return make_activation_model(model, layer_name).output",
+         "get_feature_maps returned a KerasTensor"),
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    return np.moveaxis(np.asarray(make_activation_model(model, layer_name)(image[None]))[0], -1, 0)",
+         "Keras keeps the channels last"),
+        ("def get_feature_maps(model, image, layer_name):\n    maps = get(model, image[None], layer_name)[0]",
+         "get_feature_maps returned None"),
     ],
     "plot_feature_map_grid_tests": [
         (_grid("ax.imshow(maps[:, :, k])").replace("    return fig", "    pass"), "return the figure"),
@@ -444,6 +477,7 @@ MISTAKES = {
         ("def conv_layer_names(model):\n"
          "    return tuple(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))",
          "expected a list"),
+        ("def conv_layer_names(model):\n    names = [layer.name for layer in model.layers]", "conv_layer_names returned None"),
     ],
     "extract_all_conv_maps_tests": [
         ("def extract_all_conv_maps(model, images):\n"
@@ -451,7 +485,12 @@ MISTAKES = {
         ("def extract_all_conv_maps(model, images):\n"
          "    return {n: tf.constant(get(model, images, n)) for n in conv_layer_names(model)}", "use np.asarray"),
         ("def extract_all_conv_maps(model, images):\n"
-         "    return [get(model, images, n) for n in conv_layer_names(model)]", "expected a dict"),
+         "    return [get(model, images, n) for n in conv_layer_names(model)]", "dict(zip(names, outputs))"),
+        ("def extract_all_conv_maps(model, images):\n"  # channels first (PyTorch's layout)
+         "    return {n: get(model, images, n).transpose(0, 3, 1, 2) for n in conv_layer_names(model)}",
+         "do not move the channel axis"),
+        ("def extract_all_conv_maps(model, images):\n"
+         "    return {n: get(model, images[0], n) for n in conv_layer_names(model)}", "without a batch axis"),
     ],
     "plot_comparison_tests": [
         ("def plot_comparison(images, all_maps):\n"
@@ -477,6 +516,10 @@ MISTAKES = {
          "    return (m / top if top else np.zeros_like(m)).astype(np.float32)", "the input map was modified"),
         ("def normalize_map(m):\n    warnings.warn('note', UserWarning)\n    m = np.asarray(m, dtype=np.float32)\n"
          "    return (m - m.min()) / (m.max() - m.min())", "check for max == min"),
+        ("def normalize_map(m):\n    m = np.asarray(m, dtype=np.float64)\n    span = m.max() - m.min()\n"
+         "    return (m - m.min()) / span if span else np.zeros_like(m)", "np.asarray(m, dtype=np.float32)"),
+        ("def normalize_map(m):\n    m = np.asarray(m, dtype=np.float32)\n    m = (m - m.min()) / (m.max() - m.min())",
+         "normalize_map returned None"),
     ],
     "normalize_maps_tests": [
         ("def normalize_maps(maps, mode='per_map'):\n"
@@ -501,10 +544,15 @@ MISTAKES = {
         ("def to_uint8(x):\n    return np.round(np.asarray(x) * 255).astype(np.uint8)", "clip to [0, 1] first"),
         ("def to_uint8(x):\n    return np.round(np.clip(x, 0, 1) * 255)", "finish with .astype(np.uint8)"),
         ("def to_uint8(x):\n    return np.round(np.clip(x, 0, 1)).astype(np.uint8)", "multiply by 255"),
+        ("def to_uint8(x):\n    return tf.cast(tf.round(tf.clip_by_value(x, 0, 1) * 255), tf.uint8)",
+         "convert the tensor with np.asarray"),
     ],
     "get_filters_tests": [
         ("def get_filters(model, layer_name):\n    return model.get_layer(layer_name).get_weights()", "take the kernel"),
         ("def get_filters(model, layer_name):\n    return model.get_layer(layer_name).get_weights()[1]", "that is the bias"),
+        ("def get_filters(model, layer_name):\n    return model.get_layer(layer_name).kernel", "returned a Keras variable"),
+        ("def get_filters(model, layer_name):\n    return model.get_layer('conv_1').get_weights()[0]",
+         "look the layer up with the layer_name argument"),
     ],
     "plot_filters_tests": [
         (_grid("ax.imshow(maps[:, :, k], cmap='RdBu_r')", "plot_filters"), "vmin=-limit, vmax=limit"),
@@ -520,12 +568,15 @@ MISTAKES = {
          "np.flatnonzero"),
         ("def find_dead_filters(maps, threshold=0.0):\n    return np.flatnonzero(maps.mean(axis=(0, 1, 2)) <= threshold)",
          "with threshold=0.1"),
+        ("def find_dead_filters(maps, threshold=0.0):\n    return np.flatnonzero(maps.max(axis=(0, 1, 2)) <= threshold).tolist()",
+         "wrap the indices in np.asarray"),
     ],
     "strongest_filters_tests": [
         ("def strongest_filters(maps, k=5):\n    return np.argsort(maps.mean(axis=(0, 1)))[:k]", "sort descending"),
         ("def strongest_filters(maps, k=5):\n    return np.argsort(-maps.max(axis=(0, 1)))[:k]", "not its maximum"),
         ("def strongest_filters(maps, k=5):\n    return np.sort(maps.mean(axis=(0, 1)))[::-1][:k]",
          "expected channels [1, 3, 5]"),
+        ("def strongest_filters(maps, k=5):\n    order = np.argsort(-maps.mean(axis=(0, 1)))[:k]", "strongest_filters returned None"),
     ],
 }
 
@@ -638,6 +689,10 @@ def _run(source: str, namespace: dict) -> None:
     exec(compile(code, "<notebook cell>", "exec"), namespace)  # noqa: S102 (our own notebooks)
 
 
+#: Pieces of raw tracebacks and TensorFlow's error dumps that feedback must never contain.
+RAW_ERROR_TEXT = ("Traceback (most recent call last)", "Exception encountered when calling", "{{function_node",
+                  "Arguments received by", "\x1b[")
+
 NOTEBOOKS_WITH_MISTAKES = [
     name for name in ASSIGNMENTS
     if any(nbgrader(c).get("grade_id") in MISTAKES for c in read(student_path(name)).cells)
@@ -689,6 +744,8 @@ def test_visible_tests_catch_the_common_mistakes(name):
                           "not an AssertionError with feedback")
         elif feedback not in str(error):
             missed.append(f"{grade_id}: {last_line!r} got {str(error)!r}, expected feedback containing {feedback!r}")
+        elif any(raw in str(error) for raw in RAW_ERROR_TEXT):  # a sentence, not TensorFlow's dump
+            missed.append(f"{grade_id}: {last_line!r} got feedback with raw error text: {str(error)!r}")
     assert not missed, "\n".join(missed)
 
 
