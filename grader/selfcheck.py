@@ -273,7 +273,7 @@ def check(path: str | os.PathLike | None = None, **kwargs) -> Report | None:
         return check_notebook(path, **kwargs)
     from IPython.display import display
 
-    if path is None and _session_path(shell) is None:
+    if os.environ.get("NBGRADER_EXECUTION") or (path is None and _session_path(shell) is None):
         print("self-check skipped: this kernel was not started for a notebook a learner has open (nbgrader's "
               "Validate, autograde or nbconvert run it); check a saved notebook with "
               "`python -m grader check NOTEBOOK.ipynb`")

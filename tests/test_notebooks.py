@@ -660,8 +660,17 @@ MISTAKE_HELPERS = (
     "    return np.asarray(sub(np.asarray(images, np.float32), training=False))\n"
 )
 
+#: build_cnn with Keras 2's style, input_shape= on the first layer: correct, and it must pass the test
+#: cell, ``grader check`` and nbgrader's Validate alike (Keras' advice must not reach stderr).
+INPUT_SHAPE_CNN = _cnn(with_input=False).replace(
+    "L.Conv2D(32, 3, activation='relu'", "L.Conv2D(32, 3, activation='relu', input_shape=(28, 28, 1)", 1)
+
 #: test grade id -> [(a correct but unusual implementation, why it must pass)]: fairness cases.
 CORRECT_ANSWERS = {
+    "build_cnn_tests": [
+        (INPUT_SHAPE_CNN, "input_shape= on the first layer instead of keras.Input builds the same model "
+                          "(Keras only advises against it)"),
+    ],
     "normalize_map_tests": [
         ("def normalize_map(m):\n    warnings.warn('note', UserWarning)\n    m = np.asarray(m, dtype=np.float32)\n"
          "    low, high = m.min(), m.max()\n    return np.zeros_like(m) if high == low else (m - low) / (high - low)",
