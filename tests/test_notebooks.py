@@ -351,6 +351,118 @@ def test_solution_runs_and_gets_full_marks(graded, name, record_property):
             assert manual, f"solutions/{name}: written answer '{grade_id}' should wait for manual grading"
 
 
+# --- what the notebooks print agrees with what their text says ------------------------------------
+
+
+def printed(notebook, marker: str) -> str:
+    """The text output (stdout and text/plain) of the one code cell whose source contains ``marker``."""
+    cells = [cell for _, cell in code_cells(notebook) if marker in cell.source]
+    assert len(cells) == 1, f"expected one code cell containing {marker!r}, found {len(cells)}"
+    text = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cells[0].outputs)
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)  # rich's colours (model.summary())
+
+
+def number(pattern: str, text: str, group: int = 1) -> float:
+    """The number the regex ``pattern`` captures in ``text`` (commas and % removed)."""
+    found = re.search(pattern, text)
+    assert found, f"the notebook did not print {pattern!r}; it printed:\n{text[-1500:]}"
+    return float(found.group(group).replace(",", "").rstrip("%"))
+
+
+def _claims_01(nb):
+    summary = printed(nb, "model.summary()")
+    weights_line = printed(nb, "optimizer_state = sum(")
+    weights, state = number(r"weights: ([\d,]+);", weights_line), number(r"optimizer state: ([\d,]+)", weights_line)
+    total, trainable = number(r"Total params: ([\d,]+)", summary), number(r"Trainable params: ([\d,]+)", summary)
+    assert weights == trainable == 121_930, "the text counts 121,930 parameters (the table), the model has others"
+    assert weights + state == total, f"the text says weights + optimizer state = Total params: {weights} + {state} != {total}"
+    assert 1.95 < state / weights < 2.05, f"the text says Adam keeps two numbers per weight, got {state / weights:.2f}"
+    assert 2.5 < total / weights < 3.5, f"the text says Total params is about three times 121,930, got {total / weights:.2f}"
+    recipe = printed(nb, "recipe = meta[")
+    assert number(r"peak learning rate of ([\d.e-]+)", recipe) > 0.001 and "schedule cosine" in recipe, (
+        f"the text says the cached model's learning rate is larger than 0.001 and follows a cosine: {recipe}"
+    )
+
+
+def _claims_02(nb):
+    ratio = number(r"\((\d+)x slower\)", printed(nb, "milliseconds(lambda"))
+    assert ratio >= 10, f"the text says a direct call is more than ten times faster than predict, measured {ratio:g}x"
+
+
+def _claims_03(nb):
+    text = printed(nb, "mean class selectivity")
+    conv1, conv2 = (number(rf"{n}: mean class selectivity ([\d.]+)", text) for n in ("conv1", "conv2"))
+    assert conv2 > conv1, f"the text says conv2's printed selectivity is higher than conv1's: {conv1} vs {conv2}"
+
+
+def _claims_04(nb):
+    text = printed(nb, "many_peaks = ")
+    assert re.search(r"weaker than 10% of the strongest: \[\d", text), f"question 1 asks for a map from this list: {text}"
+    assert number(r"over 1,000 test digits: (\d+) silent", text) >= 1, (
+        f"the text says the cell finds and draws a silent conv2 map among 1,000 digits: {text}"
+    )
+    cell = next(c for _, c in code_cells(nb) if "many_peaks = " in c.source)
+    assert any("image/png" in o.get("data", {}) for o in cell.outputs), "the silent and the weak map are not drawn"
+    scale = printed(nb, "raw_image = image * 255")
+    for name in ("conv1", "conv2"):
+        ratio = number(rf"{name}: largest activation [\d.]+ -> [\d.]+ \((\d+)x\)", scale)
+        assert 150 <= ratio <= 300, f"the text says every activation is about 255 times too large: {name} {ratio:g}x"
+    certain = [number(rf"{label}: accuracy [\d.]+, predictions with p > 0.9999: (\d+%)", scale)
+               for label in (r"in \[0, 1\]", "in 0..255")]
+    assert certain[1] >= 90 and certain[1] > certain[0], f"the text says with 0..255 nearly every prediction is certain: {certain}"
+
+
+def _claims_05(nb):
+    text = printed(nb, "tally = {")
+    first = re.search(r"shared: (\d+) with its true class \d, (\d+) with the predicted \d -> (.*)", text)
+    assert first, text
+    assert int(first.group(1)) > int(first.group(2)) and first.group(3) == "closer to the true class", (
+        f"the text says the first mistake's strongest filters overlap more with its true class: {first.group(0)}"
+    )
+    toward = number(r"closer to the predicted class (\d+)", text)
+    assert 1 <= toward < 5, f"the text says the overlap points to the predicted class for only some of ten: {toward:g}"
+    pairs = printed(nb, "np.corrcoef(flat")
+    conv1, conv2 = (number(rf"{n}: (\d+) pairs", pairs) for n in ("conv1", "conv2"))
+    assert conv1 > conv2, f"the text says conv1 has more near-duplicate pairs than conv2: {conv1:g} vs {conv2:g}"
+    accuracy = printed(nb, "bias[5] = -100.0")
+    before, after = (number(r"accuracy on 1,000 test digits: ([\d.]+) -> ([\d.]+)", accuracy, g) for g in (1, 2))
+    assert before - after < 0.05, f"the text says losing one filter costs little: {before} -> {after}"
+
+
+def _claims_06(nb):
+    text = printed(nb, "roughness(pictures[1])")
+    lines = [line for line in text.splitlines() if line.startswith("test #")]
+    assert len(lines) == 4, text
+    for line in lines:
+        near = [number(p, line) for p in (r"near the ink \((\d+%)", r"near the ink.*?saliency (\d+%)",
+                                             r"near the ink.*?SmoothGrad (\d+%)")]
+        far = [number(p, line) for p in (r"far from it \((\d+%)", r"far from it.*?saliency (\d+%)",
+                                            r"far from it.*?SmoothGrad (\d+%)")]
+        raw, smooth = number(r"roughness ([\d.]+) -> ([\d.]+)", line), number(r"roughness ([\d.]+) -> ([\d.]+)", line, 2)
+        assert near[1] > near[0] and near[2] > near[0], f"the text says most saliency lies near the strokes: {line}"
+        assert far[1] < far[0] and far[2] < far[0], f"the text says far pixels get less than their share: {line}"
+        assert 0.6 < smooth / raw < 0.95, f"the text says SmoothGrad lowers the roughness by only a fifth or so: {line}"
+        assert abs(near[1] - near[2]) <= 10, f"the text says SmoothGrad hardly moves the shares: {line}"
+    top = printed(nb, "hits = int(")
+    labels = [int(v) for v in re.search(r"most: \[([\d, ]+)\]", top).group(1).split(",")]
+    preferred = number(r"strongest on average for class (\d)", printed(nb, "preferred = int("))
+    hits = number(r"; (\d) of 8 are its class", top)
+    assert hits == labels.count(preferred), f"the printed count does not match the printed labels: {top}"
+    assert hits < 4 and "disagree" in top, f"the text says the class mean and the top digits disagree: {top}"
+    assert "TensorBoard logs go to " in printed(nb, "log_dir = tempfile.mkdtemp"), "the text points at the printed folder"
+
+
+CLAIMS = {name: globals()[f"_claims_{name[:2]}"] for name in ASSIGNMENTS if f"_claims_{name[:2]}" in globals()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_printed_numbers_agree_with_the_text(graded, name):
+    """The solution's outputs (from the autograde run above, not a second execution) hold the text's claims."""
+    assert name in CLAIMS, f"{name} has no claims test: add _claims_{name[:2]} to tests/test_notebooks.py"
+    CLAIMS[name](graded("solution", name).notebook)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ASSIGNMENTS)
 def test_student_version_runs_to_the_end_and_scores_zero(graded, name):
