@@ -251,17 +251,16 @@ def explain_error(exercise: str, error: BaseException) -> str:
     first = " ".join(first.split())
     first = first if len(first) <= 120 else first[:117] + "..."
     text = f"{kind}: {error}"
-    if str(error).startswith("returned ") and "KerasTensor" in str(error):  # the grader could not send it back
-        return describe_value(exercise, _KerasTensorName())
+    if str(error).startswith("returned "):  # the grader could not send the returned value back
+        for name, module in (("KerasTensor", "keras"), ("Variable", "keras")):
+            if f".{name}" in str(error):
+                return describe_value(exercise, type(name, (), {"__module__": module})())
+        return f"{exercise} {error}"
     hint = next((advice for pattern, advice in _ERROR_HINTS if re.search(pattern, text, re.M)), None)
     if hint is None:
         hint = (f"the error happened inside your {exercise}; call it in a cell of its own to see the line "
                 "(the last lines of the traceback point at your code)")
     return f"{exercise} raised {kind}" + (f" ({first})" if first else "") + f": {hint}"
-
-
-class _KerasTensorName:
-    """Stands for a returned KerasTensor the grader could not send back (only its type is known)."""
 
 
 def describe_value(exercise: str, value: object, expected: str = "a numpy array") -> str | None:
@@ -280,7 +279,7 @@ def describe_value(exercise: str, value: object, expected: str = "a numpy array"
     if value is None:
         return (f"{exercise} returned None, expected {expected}: end the function with `return ...` "
                 "(a function without a return statement gives None)")
-    if kind in ("KerasTensor", "_KerasTensorName"):
+    if kind == "KerasTensor":
         return (f"{exercise} returned a KerasTensor: a KerasTensor (such as layer.output) "
                 "is a symbolic placeholder without values; wrap it in keras.Model(inputs=model.inputs[0], "
                 "outputs=...) and call that model on the images")
@@ -316,7 +315,8 @@ def expect_array(exercise: str, value: object) -> None:
     if not isinstance(value, np.ndarray) or value.dtype.kind == "O":
         raise AssertionError(
             describe_value(exercise, value)
-            or f"{exercise} returned {type(value).__name__}, expected a numpy array: return np.asarray(...) of the result"
+            or f"{exercise} returned {type(value).__name__}, expected a numpy array: "
+            "return np.asarray(...) of the result"
         )
 
 

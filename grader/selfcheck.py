@@ -94,7 +94,8 @@ class Report:
         failed = sum(not t["passed"] for t in self.result["tests"].values())
         manual, empty = self.result.get("manual", {}), self.unanswered
         if not self.passed:
-            return f"{failed} exercise(s) to fix." + (f" Written answers still empty: {', '.join(empty)}." if empty else "")
+            still = f" Written answers still empty: {', '.join(empty)}." if empty else ""
+            return f"{failed} exercise(s) to fix.{still}"
         if not manual:
             return "All exercises pass."
         if empty:
@@ -163,8 +164,11 @@ def find_source(notebook: Path) -> tuple[Path, bool, str]:
             f"`python -m grader check {notebook.name} --source {best}`) before you submit it"
         )
     known = sorted({c.stem for f in folders for c in f.glob("[0-9][0-9]_*/[0-9][0-9]_*.ipynb")})
-    why = (f"no assignment in {', '.join(str(f) for f in folders)} has this notebook's graded cells (assignments: "
-           f"{', '.join(known)})" if folders else "no solutions/ folder was found next to it or in the grader's checkout")
+    if folders:
+        why = (f"no assignment in {', '.join(str(f) for f in folders)} has this notebook's graded cells "
+               f"(assignments: {', '.join(known)})")
+    else:
+        why = "no solutions/ folder was found next to it or in the grader's checkout"
     return notebook, False, f"{why}; only the notebook's own visible tests were run"
 
 

@@ -131,9 +131,10 @@ def test_renamed_copy_with_mistakes_names_its_assignment_and_the_notebooks_sente
     """A renamed copy of notebook 2 whose make_activation_model returns a KerasTensor and whose
     get_feature_maps forgets the batch axis: ``grader check`` says which assignment it is and
     gives the same sentences as the notebook's test cells (course.checks)."""
-    import course
     import keras
     import numpy as np
+
+    import course
     from course.checks import describe_value, explain_error
 
     name = "02_first_layer_maps"
