@@ -242,7 +242,7 @@ def explain_error(exercise: str, error: BaseException) -> str:
         error: What it raised.
 
     Returns:
-        ``"<exercise> raised <Type>: <first line of the message>: <what to do>"``, one line.
+        ``"<exercise> raised <Type>: <first line of the message>; <what to do>"``, one line.
     """
     kind = type(error).__name__
     lines = [line.strip() for line in str(error).replace("\x1b[1m", "").replace("\x1b[0m", "").splitlines()]
@@ -260,7 +260,8 @@ def explain_error(exercise: str, error: BaseException) -> str:
     if hint is None:
         hint = (f"the error happened inside your {exercise}; call it in a cell of its own to see the line "
                 "(the last lines of the traceback point at your code)")
-    return f"{exercise} raised {kind}" + (f" ({first})" if first else "") + f": {hint}"
+    first = first.rstrip(".")
+    return f"{exercise} raised {kind}" + (f": {first}" if first else "") + f"; {hint}"
 
 
 def describe_value(exercise: str, value: object, expected: str = "a numpy array") -> str | None:

@@ -217,7 +217,7 @@ def test_a_missing_batch_axis_the_uint8_division_and_a_none_gradient_become_sent
 
 def test_an_unknown_error_still_names_the_exercise_and_what_to_do():
     text = sentence_of("to_uint8", lambda: {}.pop("missing"))
-    assert text.startswith("to_uint8 raised KeyError ('missing')") and "call it in a cell of its own" in text, text
+    assert text.startswith("to_uint8 raised KeyError: 'missing'; ") and "call it in a cell of its own" in text, text
 
 
 def test_checks_failures_unfinished_exercises_and_refusals_pass_unchanged():
