@@ -249,7 +249,9 @@ def explain_error(exercise: str, error: BaseException) -> str:
     lines = [line for line in lines if line and not line.startswith("Exception encountered when calling")]
     first = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", lines[0] if lines else "")
     first = " ".join(first.split())
-    first = first if len(first) <= 120 else first[:117] + "..."
+    if len(first) > 120:  # keep whole sentences, or whole words
+        cut = first[:120]
+        first = cut[: cut.rfind(". ") + 1] if cut.rfind(". ") > 40 else cut[: cut.rfind(" ")] + " [...]"
     text = f"{kind}: {error}"
     if str(error).startswith("returned "):  # the grader could not send the returned value back
         for name, module in (("KerasTensor", "keras"), ("Variable", "keras")):
