@@ -906,18 +906,24 @@ def _parse(source: str) -> ast.Module:
     return ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%")))
 
 
+GUARDS = ("reference_off_limits", "student_code")  # student_code = reference_off_limits + errors as sentences
+
+
 def _off_limits_blocks(tree: ast.AST) -> list[tuple[ast.With, object, object]]:
-    """Every ``with course.checks.reference_off_limits(exercise, [...]):`` with its literal arguments."""
+    """Every ``with course.checks.reference_off_limits(exercise, [...]):`` (or ``student_code``) with its
+    literal arguments (no list: no reference)."""
     blocks = []
     for node in ast.walk(tree):
         if isinstance(node, ast.With):
             for item in node.items:
                 call = item.context_expr
-                if isinstance(call, ast.Call) and ast.unparse(call.func).endswith("reference_off_limits"):
-                    assert ast.unparse(call.func) == "course.checks.reference_off_limits", (
-                        f"call it as course.checks.reference_off_limits, got {ast.unparse(call.func)}"
+                if isinstance(call, ast.Call) and ast.unparse(call.func).endswith(GUARDS):
+                    assert ast.unparse(call.func) in {f"course.checks.{g}" for g in GUARDS}, (
+                        f"call it as course.checks.reference_off_limits or course.checks.student_code, "
+                        f"got {ast.unparse(call.func)}"
                     )
-                    blocks.append((node, *(ast.literal_eval(arg) for arg in call.args)))
+                    arguments = [ast.literal_eval(arg) for arg in call.args]
+                    blocks.append((node, *arguments, *([[]] if len(arguments) == 1 else [])))
     return blocks
 
 
@@ -953,12 +959,12 @@ def test_each_exercise_names_its_reference_and_its_visible_test_refuses_it(name)
                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == exercise]
         assert calls, f"{where}: its visible test never calls {exercise}"
         if not reference:
-            assert not blocks, f"{where}: no reference in the metadata, yet its visible test refuses some"
+            assert not [b for b in blocks if b[2]], f"{where}: no reference in the metadata, yet its visible test refuses some"
             continue
         outside = [node.lineno for node in calls if id(node) not in inside]
         assert not outside, (
             f"{where}: visible test lines {outside} call {exercise} outside "
-            "`with course.checks.reference_off_limits(...)`"
+            "`with course.checks.student_code(...)` (or reference_off_limits)"
         )
         for block, _, _ in blocks:
             for statement in block.body:
