@@ -2,12 +2,12 @@
 
 
 def check(path=None, **kwargs):
-    """Check the saved notebook (default: the current one); see :func:`grader.selfcheck.check_notebook`.
+    """The self-check cell: check the saved notebook (default: the current one); see :func:`grader.selfcheck.check`.
 
-    Returns the report without printing it: as a cell's last line, ``check()`` shows it once
-    (printing it as well showed it twice). ``print(check())`` prints it anywhere.
+    In Jupyter the report is shown as the cell's output (a progress line first) wherever the call
+    stands in the cell, and not a second time as the cell's value; run by nbgrader or the grader
+    it does nothing. Elsewhere it returns the report without printing it (``print(check(path))``).
     """
-    from grader.selfcheck import check_notebook
+    from grader.selfcheck import check as self_check
 
-    kwargs.setdefault("echo", False)
-    return check_notebook(path, **kwargs)
+    return self_check(path, **kwargs)

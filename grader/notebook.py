@@ -24,6 +24,13 @@ from grader.errors import GraderError
 #: A submission file larger than this is not parsed (its reason says so).
 MAX_NOTEBOOK_BYTES = 100 * 1024 * 1024
 
+#: The tag of a notebook's self-check cell (``from grader import check; check()``): it is the learner's
+#: tool, not part of the work, so the grader neither runs it from a submission nor replays it from the source.
+SELF_CHECK_TAG = "self-check"
+
+#: What nbgrader puts into an empty written-answer cell of a released notebook.
+UNANSWERED = "YOUR ANSWER HERE"
+
 #: nbgrader's hidden-test region of a test cell (with the line break before it): never shown to students.
 HIDDEN_TESTS = re.compile(r"\n?[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*", re.S)
 
@@ -101,7 +108,8 @@ class Submission:
         steps: The plan: ``("cell", i)`` runs ``code[i]`` in the sandbox, ``("test", grade_id)``
             runs the source's test in the checker.
         problems: Readable notes on what could not be used (syntax errors, unreadable file).
-        answers: grade id -> the student's text of manually graded cells (matched by grade id).
+        answers: grade id -> the student's text of manually graded cells (matched by grade id; "" for
+            nbgrader's untouched "YOUR ANSWER HERE").
         cells: The submission's cells (for the autograded copy); empty when unreadable.
         readable: False when the file could not be read at all.
     """
@@ -127,6 +135,13 @@ def cell_source(cell: dict) -> str:
     if isinstance(src, list):
         src = "".join(s for s in src if isinstance(s, str))
     return src if isinstance(src, str) else ""
+
+
+def is_self_check(cell: dict) -> bool:
+    """True for a self-check cell: tagged :data:`SELF_CHECK_TAG` and not an nbgrader cell."""
+    meta = cell.get("metadata")
+    tags = meta.get("tags") if isinstance(meta, dict) else None
+    return isinstance(tags, list) and SELF_CHECK_TAG in tags and not nbgrader_metadata(cell).get("grade_id")
 
 
 def read_json_notebook(path: str | os.PathLike) -> dict:
@@ -206,6 +221,8 @@ def read_source(path: str | os.PathLike) -> Assignment:
     nb = read_json_notebook(path)
     cells, graded, references = [], [], {}
     for index, cell in enumerate(nb["cells"]):
+        if is_self_check(cell):
+            continue
         meta, cell_type, src = nbgrader_metadata(cell), cell.get("cell_type"), cell_source(cell)
         own = (cell.get("metadata") or {}).get("grader") or {}
         grade_id, points = str(meta.get("grade_id", "")), float(meta.get("points", 0) or 0)
@@ -286,8 +303,8 @@ def read_submission(path: str | os.PathLike, assignment: Assignment) -> Submissi
         meta, src = nbgrader_metadata(cell), cell_source(cell)
         gid = str(meta.get("grade_id", ""))
         if gid in manual_ids and (meta.get("solution") or meta.get("task")):
-            sub.answers.setdefault(gid, src)
-        if cell.get("cell_type") != "code":
+            sub.answers.setdefault(gid, "" if src.strip() == UNANSWERED else src)
+        if cell.get("cell_type") != "code" or is_self_check(cell):
             continue
         if gid in tests or (meta.get("grade") and not meta.get("solution")) or _first_line(src) in test_first_lines:
             if gid in tests and gid not in placed:  # the source's test runs here (the first copy)

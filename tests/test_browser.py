@@ -1,11 +1,12 @@
-"""The student's view: notebook 2 in JupyterLab in a real (headless) browser, end to end.
+"""The student's view: notebooks 2 and 4 in JupyterLab in a real (headless) browser, end to end.
 
 A learner opens the generated student notebook in JupyterLab, types the exercises into the
 cells, runs everything, looks at the feature-map figure and checks the work the two ways the
 course offers: nbgrader's Validate button and the course's own self-check (the notebook's last
 cell, ``check()``). Everything goes through the page, as a person would do it; only the
 solution code is read from ``solutions/`` (to type it in), and the saved file is read back to
-prove that the typing reached the notebook.
+prove that the typing reached the notebook. Notebook 4's own self-check cell is run by itself:
+its progress line, then the report with the written answers still empty, as that cell's output.
 
 Runs Debian's ``chromium`` (installed with apt-get when missing) through Playwright for Python;
 Playwright never downloads a browser here. JupyterLab runs from this environment on 127.0.0.1
@@ -378,9 +379,9 @@ def solution_code(cell: dict) -> str:
     return "\n".join(l for l in lines if l.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
 
 
-def exercises() -> list[tuple[int, str]]:
-    """(cell index, solution code) of each autograded exercise cell of notebook 2."""
-    student, source = _read(STUDENT), _read(SOURCE)
+def exercises(student_path: Path = STUDENT, source_path: Path = SOURCE) -> list[tuple[int, str]]:
+    """(cell index, solution code) of each autograded exercise cell of a notebook (default notebook 2)."""
+    student, source = _read(student_path), _read(source_path)
     assert len(student) == len(source), f"{STUDENT.name}: {len(student)} cells, its source {len(source)}"
     found = []
     for index, (mine, theirs) in enumerate(zip(student, source)):
@@ -388,12 +389,12 @@ def exercises() -> list[tuple[int, str]]:
         if meta.get("solution") and not meta.get("grade") and theirs["cell_type"] == "code":
             assert _nbgrader(mine).get("grade_id") == meta["grade_id"], f"cell {index} is not {meta['grade_id']}"
             found.append((index, solution_code(theirs)))
-    assert found, f"no exercise cell in {SOURCE}"
+    assert found, f"no exercise cell in {source_path}"
     return found
 
 
-def graded_ids() -> list[str]:
-    return [_nbgrader(c)["grade_id"] for c in _read(SOURCE) if _nbgrader(c).get("grade") and c["cell_type"] == "code"]
+def graded_ids(source_path: Path = SOURCE, cell_type: str = "code") -> list[str]:
+    return [_nbgrader(c)["grade_id"] for c in _read(source_path) if _nbgrader(c).get("grade") and c["cell_type"] == cell_type]
 
 
 def check_cell(page, cells):
@@ -429,12 +430,12 @@ class Clock:
         return ", ".join(self.laps)
 
 
-def copy_notebook(lab: Lab, folder: str) -> str:
-    """A private copy of notebook 2 for one test: its path relative to the server's root."""
-    target = lab.root / folder / ASSIGNMENT
+def copy_notebook(lab: Lab, folder: str, student: Path = STUDENT) -> str:
+    """A private copy of a student notebook (default notebook 2) for one test: its path relative to the server's root."""
+    target = lab.root / folder / student.parent.name
     target.mkdir(parents=True)
-    shutil.copy(STUDENT, target / STUDENT.name)
-    return f"{folder}/{ASSIGNMENT}/{STUDENT.name}"
+    shutil.copy(student, target / student.name)
+    return f"{folder}/{student.parent.name}/{student.name}"
 
 
 # ----------------------------------------------------------------------------- the tests
@@ -520,3 +521,37 @@ def test_blank_notebook_shows_the_failing_checks_and_their_feedback(page, lab):
     assert "The following cell failed" in result and "NotImplementedError" in result, result
     assert "Success" not in result, result
     print(clock)
+
+
+def test_self_check_cell_of_notebook_4_shows_progress_then_the_report_with_the_written_answers(page, lab):
+    """A second notebook: its own self-check cell (the last cell, as released), run by the learner after
+    typing the exercises: a progress line appears in that cell's output, then the report replaces it,
+    listing the written answers that are still empty."""
+    name = next(p.name for p in (ROOT / "notebooks").glob("04_*") if p.is_dir())
+    student, source = ROOT / "notebooks" / name / f"{name}.ipynb", ROOT / "solutions" / name / f"{name}.ipynb"
+    relative = copy_notebook(lab, "selfcheck04", student)
+    cells = open_notebook(page, lab, relative, len(_read(student)))
+    last = cells.nth(cells.count() - 1)
+    assert "from grader import check" in cell_text(last), "notebook 4 does not end with the self-check cell"
+    for index, code in exercises(student, source):
+        type_into(page, cells.nth(index), code)
+    save(page)
+
+    last.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Shift+Enter")
+    output = last.locator(".jp-OutputArea-output")
+    output.filter(has_text=f"checking {student.name} as saved at").wait_for(timeout=60_000)
+    shot(page, "04_self_check_progress", last)
+    output.filter(has_text="points").wait_for(timeout=240_000)
+    wait_for_kernel(page)
+    report = outputs(last)
+    shot(page, "04_self_check_report", last)
+    assert "checking " not in report, f"the progress line was not replaced by the report:\n{report}"
+    assert report.count(f"{name}: 10 / 10 points") == 1, f"expected the report once, as this cell's output:\n{report}"
+    for grade_id in graded_ids(source):
+        assert f"passed  {grade_id}" in report, f"{grade_id} not reported as passed:\n{report}"
+    written = graded_ids(source, "markdown")
+    for grade_id in written:
+        assert f"EMPTY   {grade_id}" in report, f"{grade_id} not reported as unanswered:\n{report}"
+    assert f"{len(written)} of {len(written)} written answers are still empty" in report, report
+    assert "All exercises pass." not in report and not cells_with_errors(cells), report

@@ -172,3 +172,92 @@ def test_one_guard_per_function_with_no_free_variables():
     assert guards[0] != guards[1]
     with reference_off_limits("b", ["to_uint8"]):
         assert course.to_uint8.__code__ is guards[0], "the guard is compiled once per function"
+
+
+# --- student_code / explain_error / describe_value: what a student's function raises or returns -----
+
+RAW = ("Traceback", "{{function_node", "Exception encountered when calling", "\x1b[")
+
+
+def sentence_of(exercise: str, call) -> str:
+    """The AssertionError message student_code makes of what ``call`` raises."""
+    from course.checks import student_code
+
+    with pytest.raises(AssertionError) as caught:
+        with student_code(exercise):
+            call()
+    text = str(caught.value)
+    assert text.startswith(f"{exercise} raised ") and "\n" not in text and not any(r in text for r in RAW), text
+    return text
+
+
+def test_a_missing_batch_axis_the_uint8_division_and_a_none_gradient_become_sentences(tiny_model):
+    import tensorflow as tf
+
+    text = sentence_of("get_feature_maps", lambda: tiny_model(np.zeros((12, 12, 1), np.float32)))
+    assert "without a batch axis" in text and "image[np.newaxis]" in text, text
+
+    def divide_in_place():
+        images = np.zeros((2, 28, 28), np.uint8)
+        images /= 255
+
+    text = sentence_of("prepare_images", divide_in_place)
+    assert "UFuncTypeError" in text and "images.astype(np.float32) / 255" in text, text
+
+    def gradient_outside_the_tape():
+        batch = tf.zeros((1, 12, 12, 1))
+        score = tiny_model(batch)[0, 0]  # the forward pass before the tape: nothing is recorded
+        with tf.GradientTape() as tape:
+            tape.watch(batch)
+        return tape.gradient(score, batch).numpy()
+
+    text = sentence_of("saliency", gradient_outside_the_tape)
+    assert "inside the `with tf.GradientTape() as tape:` block" in text, text
+
+
+def test_an_unknown_error_still_names_the_exercise_and_what_to_do():
+    text = sentence_of("to_uint8", lambda: {}.pop("missing"))
+    assert text.startswith("to_uint8 raised KeyError: 'missing'; ") and "call it in a cell of its own" in text, text
+
+
+def test_checks_failures_unfinished_exercises_and_refusals_pass_unchanged():
+    from course.checks import student_code
+
+    for error in (AssertionError("expected 3"), NotImplementedError(), ReferenceNotAllowed("a", "b")):
+        with pytest.raises(type(error)) as caught:
+            with student_code("a"):
+                raise error
+        assert caught.value is error
+
+
+def test_returned_values_of_the_wrong_kind_are_named(tiny_model):
+    import tensorflow as tf
+
+    from course.checks import describe_value, expect_array
+
+    cases = [
+        (None, "returned None"),
+        (tiny_model.layers[0].output, "returned a KerasTensor"),
+        (tf.zeros(3), "convert the tensor with np.asarray"),
+        ({"c1": np.zeros(2)}, "returned a dict with keys ['c1']"),
+        ([np.zeros(2), np.zeros(2)], "returned a list of 2 items"),
+        (np.asarray({"c1": 1}, dtype=object), "numpy array of Python objects"),
+    ]
+    for value, expected in cases:
+        with pytest.raises(AssertionError) as caught:
+            expect_array("get_feature_maps", value)
+        assert expected in str(caught.value), (expected, str(caught.value))
+    assert describe_value("x", np.zeros(3)) is None
+    expect_array("x", np.zeros(3))  # an array passes
+    assert "keras.Sequential" in describe_value("build_cnn", [1, 2], "a keras model")
+
+
+def test_the_graders_wording_for_a_returned_kerastensor_is_the_notebooks(tiny_model):
+    """In the grader a KerasTensor cannot be sent back: its refusal gets the notebook's sentence."""
+    from course.checks import describe_value, explain_error
+
+    symbolic = tiny_model.layers[0].output
+    kind = type(symbolic)
+    refusal = Exception(f"returned an object of type {kind.__module__}.{kind.__qualname__}, which the grader "
+                        "cannot compare: return numpy arrays, numbers, strings, lists, tuples, dicts, ...")
+    assert explain_error("make_activation_model", refusal) == describe_value("make_activation_model", symbolic)

@@ -57,6 +57,14 @@ MISTAKES = {
         (_saliency(WATCH + LOGITS, "g.numpy()[0].max(axis=-1)"), "take np.abs"),
         (_saliency(WATCH + LOGITS.replace(" if class_index is None else class_index", ""), RIGHT), "use class_index"),
         (_saliency(WATCH + LOGITS.replace("int(np.argmax(p[0]))", "0"), RIGHT), "the predicted class"),
+        (_saliency(WATCH + LOGITS, "tf.reduce_max(tf.abs(g[0]), axis=-1)"), "convert the tensor with np.asarray"),
+        # the forward pass before the tape: nothing is recorded, the gradient is None
+        (_saliency(WATCH + LOGITS, RIGHT).replace(
+            "    with tf.GradientTape() as tape:\n        tape.watch(batch)\n"
+            "        p = course.score_model(model)(batch, training=False)['scores']\n",
+            "    p = course.score_model(model)(batch, training=False)['scores']\n"
+            "    with tf.GradientTape() as tape:\n        tape.watch(batch)\n"),
+         "inside the `with tf.GradientTape() as tape:` block"),
     ],
     "grad_cam_heatmap_tests": [
         (_grad_cam(resize=False), "resize to the image's 28x28"),
@@ -65,6 +73,13 @@ MISTAKES = {
         (_grad_cam(scale="cam / peak"), "when the maximum is 0"),
         (_grad_cam(weights="grads"), "mean of the gradient over height and width"),
         (_grad_cam(scale="cam / cam.sum() if cam.sum() > 0 else np.zeros_like(cam)"), "divide the heatmap by its maximum"),
+        # issue 11: the forward pass outside the tape gave "ValueError: Attempt to convert a value (None)"
+        (_grad_cam().replace(
+            "    with tf.GradientTape() as tape:\n        tape.watch(batch)\n"
+            "        out = scorer(batch, training=False)\n",
+            "    out = scorer(batch, training=False)\n    with tf.GradientTape() as tape:\n        tape.watch(batch)\n"),
+         "call the model (course.score_model(...)) inside the `with tf.GradientTape() as tape:` block"),
+        (_grad_cam(scale="tf.constant(cam / peak if peak > 0 else np.zeros_like(cam))"), "convert the tensor with np.asarray"),
     ],
 }
 

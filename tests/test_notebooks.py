@@ -351,6 +351,118 @@ def test_solution_runs_and_gets_full_marks(graded, name, record_property):
             assert manual, f"solutions/{name}: written answer '{grade_id}' should wait for manual grading"
 
 
+# --- what the notebooks print agrees with what their text says ------------------------------------
+
+
+def printed(notebook, marker: str) -> str:
+    """The text output (stdout and text/plain) of the one code cell whose source contains ``marker``."""
+    cells = [cell for _, cell in code_cells(notebook) if marker in cell.source]
+    assert len(cells) == 1, f"expected one code cell containing {marker!r}, found {len(cells)}"
+    text = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cells[0].outputs)
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)  # rich's colours (model.summary())
+
+
+def number(pattern: str, text: str, group: int = 1) -> float:
+    """The number the regex ``pattern`` captures in ``text`` (commas and % removed)."""
+    found = re.search(pattern, text)
+    assert found, f"the notebook did not print {pattern!r}; it printed:\n{text[-1500:]}"
+    return float(found.group(group).replace(",", "").rstrip("%"))
+
+
+def _claims_01(nb):
+    summary = printed(nb, "model.summary()")
+    weights_line = printed(nb, "optimizer_state = sum(")
+    weights, state = number(r"weights: ([\d,]+);", weights_line), number(r"optimizer state: ([\d,]+)", weights_line)
+    total, trainable = number(r"Total params: ([\d,]+)", summary), number(r"Trainable params: ([\d,]+)", summary)
+    assert weights == trainable == 121_930, "the text counts 121,930 parameters (the table), the model has others"
+    assert weights + state == total, f"the text says weights + optimizer state = Total params: {weights} + {state} != {total}"
+    assert 1.95 < state / weights < 2.05, f"the text says Adam keeps two numbers per weight, got {state / weights:.2f}"
+    assert 2.5 < total / weights < 3.5, f"the text says Total params is about three times 121,930, got {total / weights:.2f}"
+    recipe = printed(nb, "recipe = meta[")
+    assert number(r"peak learning rate of ([\d.e-]+)", recipe) > 0.001 and "schedule cosine" in recipe, (
+        f"the text says the cached model's learning rate is larger than 0.001 and follows a cosine: {recipe}"
+    )
+
+
+def _claims_02(nb):
+    ratio = number(r"\((\d+)x slower\)", printed(nb, "milliseconds(lambda"))
+    assert ratio >= 10, f"the text says a direct call is more than ten times faster than predict, measured {ratio:g}x"
+
+
+def _claims_03(nb):
+    text = printed(nb, "mean class selectivity")
+    conv1, conv2 = (number(rf"{n}: mean class selectivity ([\d.]+)", text) for n in ("conv1", "conv2"))
+    assert conv2 > conv1, f"the text says conv2's printed selectivity is higher than conv1's: {conv1} vs {conv2}"
+
+
+def _claims_04(nb):
+    text = printed(nb, "many_peaks = ")
+    assert re.search(r"weaker than 10% of the strongest: \[\d", text), f"question 1 asks for a map from this list: {text}"
+    assert number(r"over 1,000 test digits: (\d+) silent", text) >= 1, (
+        f"the text says the cell finds and draws a silent conv2 map among 1,000 digits: {text}"
+    )
+    cell = next(c for _, c in code_cells(nb) if "many_peaks = " in c.source)
+    assert any("image/png" in o.get("data", {}) for o in cell.outputs), "the silent and the weak map are not drawn"
+    scale = printed(nb, "raw_image = image * 255")
+    for name in ("conv1", "conv2"):
+        ratio = number(rf"{name}: largest activation [\d.]+ -> [\d.]+ \((\d+)x\)", scale)
+        assert 150 <= ratio <= 300, f"the text says every activation is about 255 times too large: {name} {ratio:g}x"
+    certain = [number(rf"{label}: accuracy [\d.]+, predictions with p > 0.9999: (\d+%)", scale)
+               for label in (r"in \[0, 1\]", "in 0..255")]
+    assert certain[1] >= 90 and certain[1] > certain[0], f"the text says with 0..255 nearly every prediction is certain: {certain}"
+
+
+def _claims_05(nb):
+    text = printed(nb, "tally = {")
+    first = re.search(r"shared: (\d+) with its true class \d, (\d+) with the predicted \d -> (.*)", text)
+    assert first, text
+    assert int(first.group(1)) > int(first.group(2)) and first.group(3) == "closer to the true class", (
+        f"the text says the first mistake's strongest filters overlap more with its true class: {first.group(0)}"
+    )
+    toward = number(r"closer to the predicted class (\d+)", text)
+    assert 1 <= toward < 5, f"the text says the overlap points to the predicted class for only some of ten: {toward:g}"
+    pairs = printed(nb, "np.corrcoef(flat")
+    conv1, conv2 = (number(rf"{n}: (\d+) pairs", pairs) for n in ("conv1", "conv2"))
+    assert conv1 > conv2, f"the text says conv1 has more near-duplicate pairs than conv2: {conv1:g} vs {conv2:g}"
+    accuracy = printed(nb, "bias[5] = -100.0")
+    before, after = (number(r"accuracy on 1,000 test digits: ([\d.]+) -> ([\d.]+)", accuracy, g) for g in (1, 2))
+    assert before - after < 0.05, f"the text says losing one filter costs little: {before} -> {after}"
+
+
+def _claims_06(nb):
+    text = printed(nb, "roughness(pictures[1])")
+    lines = [line for line in text.splitlines() if line.startswith("test #")]
+    assert len(lines) == 4, text
+    for line in lines:
+        near = [number(p, line) for p in (r"near the ink \((\d+%)", r"near the ink.*?saliency (\d+%)",
+                                             r"near the ink.*?SmoothGrad (\d+%)")]
+        far = [number(p, line) for p in (r"far from it \((\d+%)", r"far from it.*?saliency (\d+%)",
+                                            r"far from it.*?SmoothGrad (\d+%)")]
+        raw, smooth = number(r"roughness ([\d.]+) -> ([\d.]+)", line), number(r"roughness ([\d.]+) -> ([\d.]+)", line, 2)
+        assert near[1] > near[0] and near[2] > near[0], f"the text says most saliency lies near the strokes: {line}"
+        assert far[1] < far[0] and far[2] < far[0], f"the text says far pixels get less than their share: {line}"
+        assert 0.6 < smooth / raw < 0.95, f"the text says SmoothGrad lowers the roughness by only a fifth or so: {line}"
+        assert abs(near[1] - near[2]) <= 10, f"the text says SmoothGrad hardly moves the shares: {line}"
+    top = printed(nb, "hits = int(")
+    labels = [int(v) for v in re.search(r"most: \[([\d, ]+)\]", top).group(1).split(",")]
+    preferred = number(r"strongest on average for class (\d)", printed(nb, "preferred = int("))
+    hits = number(r"; (\d) of 8 are its class", top)
+    assert hits == labels.count(preferred), f"the printed count does not match the printed labels: {top}"
+    assert hits < 4 and "disagree" in top, f"the text says the class mean and the top digits disagree: {top}"
+    assert "TensorBoard logs go to " in printed(nb, "log_dir = tempfile.mkdtemp"), "the text points at the printed folder"
+
+
+CLAIMS = {name: globals()[f"_claims_{name[:2]}"] for name in ASSIGNMENTS if f"_claims_{name[:2]}" in globals()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_printed_numbers_agree_with_the_text(graded, name):
+    """The solution's outputs (from the autograde run above, not a second execution) hold the text's claims."""
+    assert name in CLAIMS, f"{name} has no claims test: add _claims_{name[:2]} to tests/test_notebooks.py"
+    CLAIMS[name](graded("solution", name).notebook)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ASSIGNMENTS)
 def test_student_version_runs_to_the_end_and_scores_zero(graded, name):
@@ -403,16 +515,33 @@ MISTAKES = {
         ("def prepare_images(images):\n    return images.astype(np.float32)[..., np.newaxis]", "divide by 255"),
         ("def prepare_images(images):\n    return (images // 255).astype(np.float32)[..., np.newaxis]", "not with //"),
         ("def prepare_images(images):\n    return (images / 255.0)[..., np.newaxis]", "astype(np.float32)"),
+        # issue 11: each of these gave a traceback or a misleading hint before
+        ("def prepare_images(images):\n    images /= 255\n    return images[..., np.newaxis]",
+         "make a float copy first, images.astype(np.float32) / 255"),
+        ("def prepare_images(images):\n    scaled = images.astype(np.float32)[..., np.newaxis] / 255",
+         "prepare_images returned None, expected a numpy array: end the function with `return ...`"),
+        ("def prepare_images(images):\n    return (images.astype(np.float32) / 255)[np.newaxis]",
+         "np.newaxis in front adds a batch axis"),
     ],
     "build_cnn_tests": [
         (_cnn(with_input=False), "keras.Input(shape=(28, 28, 1))"),
         (_cnn(conv_kwargs=", padding='same'"), "use no padding"),
         (_cnn(dense_units=128), "number of filters/units"),
         (_cnn(last="activation='relu'"), "expected activation 'softmax'"),
+        (_cnn().replace("shape=(28, 28, 1)", "shape=(28, 28)"), "keras.Input(shape=(28, 28, 1))"),
+        (_cnn().replace("return keras.Sequential(", "return list("), "pass the layers to keras.Sequential"),
+        (_cnn().replace("return keras.Sequential(", "net = keras.Sequential("), "build_cnn returned None"),
     ],
     "make_activation_model_tests": [
         ("def make_activation_model(model, layer_name):\n    return model.get_layer(layer_name).output",
-         "wrap the output tensor"),
+         "make_activation_model returned a KerasTensor: a KerasTensor (such as layer.output) is a symbolic "
+         "placeholder without values; wrap it in keras.Model"),
+        ("def make_activation_model(model, layer_name):\n"
+         "    return keras.Model(keras.Input((28, 28, 1)), model.get_layer(layer_name).output)",
+         "the output must come from the model's own input"),
+        ("def make_activation_model(model, layer_name):\n"
+         "    return keras.Model(model.inputs[0], {layer_name: model.get_layer(layer_name).output})",
+         "got a dict of outputs"),
         ("def make_activation_model(model, layer_name):\n"
          "    return keras.Model(inputs=model.input, outputs=model.get_layer(layer_name).output)",
          "use model.inputs[0]"),
@@ -428,6 +557,22 @@ MISTAKES = {
         ("def get_feature_maps(model, image, layer_name):\n"
          "    return np.asarray(make_activation_model(model, layer_name)(image[np.newaxis]))[0, :, :, 0]",
          "you returned a single map"),
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    return np.asarray(make_activation_model(model, layer_name)(image))[0]",
+         "without a batch axis, but models work on batches: call it on image[np.newaxis]"),
+        ("def get_feature_maps(model, image, layer_name):\n"  # the dict output course.activation_model has
+         "    sub = keras.Model(model.inputs[0], {layer_name: model.get_layer(layer_name).output})\n"
+         "    return np.asarray(sub(image[np.newaxis]))[0]", "take the layer's entry, outputs[layer_name]"),
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    sub = keras.Model(model.inputs[0], {layer_name: model.get_layer(layer_name).output})\n"
+         "    return sub(image[np.newaxis])", "returned a dict with keys ['conv1']"),
+        ("def get_feature_maps(model, image, layer_name):\n    return make_activation_model(model, layer_name).output",
+         "get_feature_maps returned a KerasTensor"),
+        ("def get_feature_maps(model, image, layer_name):\n"
+         "    return np.moveaxis(np.asarray(make_activation_model(model, layer_name)(image[None]))[0], -1, 0)",
+         "Keras keeps the channels last"),
+        ("def get_feature_maps(model, image, layer_name):\n    maps = get(model, image[None], layer_name)[0]",
+         "get_feature_maps returned None"),
     ],
     "plot_feature_map_grid_tests": [
         (_grid("ax.imshow(maps[:, :, k])").replace("    return fig", "    pass"), "return the figure"),
@@ -444,6 +589,7 @@ MISTAKES = {
         ("def conv_layer_names(model):\n"
          "    return tuple(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))",
          "expected a list"),
+        ("def conv_layer_names(model):\n    names = [layer.name for layer in model.layers]", "conv_layer_names returned None"),
     ],
     "extract_all_conv_maps_tests": [
         ("def extract_all_conv_maps(model, images):\n"
@@ -451,7 +597,12 @@ MISTAKES = {
         ("def extract_all_conv_maps(model, images):\n"
          "    return {n: tf.constant(get(model, images, n)) for n in conv_layer_names(model)}", "use np.asarray"),
         ("def extract_all_conv_maps(model, images):\n"
-         "    return [get(model, images, n) for n in conv_layer_names(model)]", "expected a dict"),
+         "    return [get(model, images, n) for n in conv_layer_names(model)]", "dict(zip(names, outputs))"),
+        ("def extract_all_conv_maps(model, images):\n"  # channels first (PyTorch's layout)
+         "    return {n: get(model, images, n).transpose(0, 3, 1, 2) for n in conv_layer_names(model)}",
+         "do not move the channel axis"),
+        ("def extract_all_conv_maps(model, images):\n"
+         "    return {n: get(model, images[0], n) for n in conv_layer_names(model)}", "without a batch axis"),
     ],
     "plot_comparison_tests": [
         ("def plot_comparison(images, all_maps):\n"
@@ -477,6 +628,10 @@ MISTAKES = {
          "    return (m / top if top else np.zeros_like(m)).astype(np.float32)", "the input map was modified"),
         ("def normalize_map(m):\n    warnings.warn('note', UserWarning)\n    m = np.asarray(m, dtype=np.float32)\n"
          "    return (m - m.min()) / (m.max() - m.min())", "check for max == min"),
+        ("def normalize_map(m):\n    m = np.asarray(m, dtype=np.float64)\n    span = m.max() - m.min()\n"
+         "    return (m - m.min()) / span if span else np.zeros_like(m)", "np.asarray(m, dtype=np.float32)"),
+        ("def normalize_map(m):\n    m = np.asarray(m, dtype=np.float32)\n    m = (m - m.min()) / (m.max() - m.min())",
+         "normalize_map returned None"),
     ],
     "normalize_maps_tests": [
         ("def normalize_maps(maps, mode='per_map'):\n"
@@ -501,10 +656,15 @@ MISTAKES = {
         ("def to_uint8(x):\n    return np.round(np.asarray(x) * 255).astype(np.uint8)", "clip to [0, 1] first"),
         ("def to_uint8(x):\n    return np.round(np.clip(x, 0, 1) * 255)", "finish with .astype(np.uint8)"),
         ("def to_uint8(x):\n    return np.round(np.clip(x, 0, 1)).astype(np.uint8)", "multiply by 255"),
+        ("def to_uint8(x):\n    return tf.cast(tf.round(tf.clip_by_value(x, 0, 1) * 255), tf.uint8)",
+         "convert the tensor with np.asarray"),
     ],
     "get_filters_tests": [
         ("def get_filters(model, layer_name):\n    return model.get_layer(layer_name).get_weights()", "take the kernel"),
         ("def get_filters(model, layer_name):\n    return model.get_layer(layer_name).get_weights()[1]", "that is the bias"),
+        ("def get_filters(model, layer_name):\n    return model.get_layer(layer_name).kernel", "returned a Keras variable"),
+        ("def get_filters(model, layer_name):\n    return model.get_layer('conv_1').get_weights()[0]",
+         "look the layer up with the layer_name argument"),
     ],
     "plot_filters_tests": [
         (_grid("ax.imshow(maps[:, :, k], cmap='RdBu_r')", "plot_filters"), "vmin=-limit, vmax=limit"),
@@ -520,12 +680,15 @@ MISTAKES = {
          "np.flatnonzero"),
         ("def find_dead_filters(maps, threshold=0.0):\n    return np.flatnonzero(maps.mean(axis=(0, 1, 2)) <= threshold)",
          "with threshold=0.1"),
+        ("def find_dead_filters(maps, threshold=0.0):\n    return np.flatnonzero(maps.max(axis=(0, 1, 2)) <= threshold).tolist()",
+         "wrap the indices in np.asarray"),
     ],
     "strongest_filters_tests": [
         ("def strongest_filters(maps, k=5):\n    return np.argsort(maps.mean(axis=(0, 1)))[:k]", "sort descending"),
         ("def strongest_filters(maps, k=5):\n    return np.argsort(-maps.max(axis=(0, 1)))[:k]", "not its maximum"),
         ("def strongest_filters(maps, k=5):\n    return np.sort(maps.mean(axis=(0, 1)))[::-1][:k]",
          "expected channels [1, 3, 5]"),
+        ("def strongest_filters(maps, k=5):\n    order = np.argsort(-maps.mean(axis=(0, 1)))[:k]", "strongest_filters returned None"),
     ],
 }
 
@@ -609,8 +772,17 @@ MISTAKE_HELPERS = (
     "    return np.asarray(sub(np.asarray(images, np.float32), training=False))\n"
 )
 
+#: build_cnn with Keras 2's style, input_shape= on the first layer: correct, and it must pass the test
+#: cell, ``grader check`` and nbgrader's Validate alike (Keras' advice must not reach stderr).
+INPUT_SHAPE_CNN = _cnn(with_input=False).replace(
+    "L.Conv2D(32, 3, activation='relu'", "L.Conv2D(32, 3, activation='relu', input_shape=(28, 28, 1)", 1)
+
 #: test grade id -> [(a correct but unusual implementation, why it must pass)]: fairness cases.
 CORRECT_ANSWERS = {
+    "build_cnn_tests": [
+        (INPUT_SHAPE_CNN, "input_shape= on the first layer instead of keras.Input builds the same model "
+                          "(Keras only advises against it)"),
+    ],
     "normalize_map_tests": [
         ("def normalize_map(m):\n    warnings.warn('note', UserWarning)\n    m = np.asarray(m, dtype=np.float32)\n"
          "    low, high = m.min(), m.max()\n    return np.zeros_like(m) if high == low else (m - low) / (high - low)",
@@ -637,6 +809,10 @@ def _run(source: str, namespace: dict) -> None:
     code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%"))
     exec(compile(code, "<notebook cell>", "exec"), namespace)  # noqa: S102 (our own notebooks)
 
+
+#: Pieces of raw tracebacks and TensorFlow's error dumps that feedback must never contain.
+RAW_ERROR_TEXT = ("Traceback (most recent call last)", "Exception encountered when calling", "{{function_node",
+                  "Arguments received by", "\x1b[")
 
 NOTEBOOKS_WITH_MISTAKES = [
     name for name in ASSIGNMENTS
@@ -689,6 +865,8 @@ def test_visible_tests_catch_the_common_mistakes(name):
                           "not an AssertionError with feedback")
         elif feedback not in str(error):
             missed.append(f"{grade_id}: {last_line!r} got {str(error)!r}, expected feedback containing {feedback!r}")
+        elif any(raw in str(error) for raw in RAW_ERROR_TEXT):  # a sentence, not TensorFlow's dump
+            missed.append(f"{grade_id}: {last_line!r} got feedback with raw error text: {str(error)!r}")
     assert not missed, "\n".join(missed)
 
 
@@ -728,18 +906,24 @@ def _parse(source: str) -> ast.Module:
     return ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%")))
 
 
+GUARDS = ("reference_off_limits", "student_code")  # student_code = reference_off_limits + errors as sentences
+
+
 def _off_limits_blocks(tree: ast.AST) -> list[tuple[ast.With, object, object]]:
-    """Every ``with course.checks.reference_off_limits(exercise, [...]):`` with its literal arguments."""
+    """Every ``with course.checks.reference_off_limits(exercise, [...]):`` (or ``student_code``) with its
+    literal arguments (no list: no reference)."""
     blocks = []
     for node in ast.walk(tree):
         if isinstance(node, ast.With):
             for item in node.items:
                 call = item.context_expr
-                if isinstance(call, ast.Call) and ast.unparse(call.func).endswith("reference_off_limits"):
-                    assert ast.unparse(call.func) == "course.checks.reference_off_limits", (
-                        f"call it as course.checks.reference_off_limits, got {ast.unparse(call.func)}"
+                if isinstance(call, ast.Call) and ast.unparse(call.func).endswith(GUARDS):
+                    assert ast.unparse(call.func) in {f"course.checks.{g}" for g in GUARDS}, (
+                        f"call it as course.checks.reference_off_limits or course.checks.student_code, "
+                        f"got {ast.unparse(call.func)}"
                     )
-                    blocks.append((node, *(ast.literal_eval(arg) for arg in call.args)))
+                    arguments = [ast.literal_eval(arg) for arg in call.args]
+                    blocks.append((node, *arguments, *([[]] if len(arguments) == 1 else [])))
     return blocks
 
 
@@ -775,12 +959,12 @@ def test_each_exercise_names_its_reference_and_its_visible_test_refuses_it(name)
                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == exercise]
         assert calls, f"{where}: its visible test never calls {exercise}"
         if not reference:
-            assert not blocks, f"{where}: no reference in the metadata, yet its visible test refuses some"
+            assert not [b for b in blocks if b[2]], f"{where}: no reference in the metadata, yet its visible test refuses some"
             continue
         outside = [node.lineno for node in calls if id(node) not in inside]
         assert not outside, (
             f"{where}: visible test lines {outside} call {exercise} outside "
-            "`with course.checks.reference_off_limits(...)`"
+            "`with course.checks.student_code(...)` (or reference_off_limits)"
         )
         for block, _, _ in blocks:
             for statement in block.body:
