@@ -12,7 +12,7 @@ from conftest import region_model, tiny_functional, tiny_linear, tiny_nested, ti
 from matplotlib.figure import Figure
 
 import course
-from course.errors import InputShapeError, LayerError
+from course.errors import InputShapeError, LayerError, OptionError
 
 REGION = ((2, 8), (8, 14))  # rows, cols of region_model's default region (off the diagonal)
 
@@ -172,10 +172,13 @@ def test_grad_cam_works_on_every_kind_of_model(tiny_images, trained_model, mnist
     ]:
         cam = course.grad_cam(model, tiny_images[0], layer)
         assert cam.shape == (12, 12) and 0.0 <= cam.min() and cam.max() <= 1.0
-    # A layer of a Sequential nested in a functional model is traced apart from the score:
-    # a clear error instead of a wrong or empty heatmap.
-    with pytest.raises(LayerError, match="not computed through"):
-        course.grad_cam(tiny_nested(), tiny_images[0], "c1")
+    # A layer of a Sequential nested in a functional model is re-traced in the same pass as the
+    # score: its heatmap equals the one of the same layers in a flat Sequential model.
+    nested = tiny_nested()
+    flat = keras.Sequential([keras.Input((12, 12, 1)), *nested.get_layer("body").layers, nested.get_layer("head")])
+    np.testing.assert_allclose(
+        course.grad_cam(nested, tiny_images[0], "c1"), course.grad_cam(flat, tiny_images[0], "c1"), atol=1e-6
+    )
     (_, _), (x_test, _) = mnist
     assert course.last_conv_layer(trained_model) == "conv2"
     cam = course.grad_cam(trained_model, x_test[0])
@@ -258,9 +261,14 @@ def test_maximize_activation_one_channel_and_options(tiny_images):
     one = course.maximize_activation(model, "c1", 2, steps=20, seed=1)
     assert one.shape == (12, 12, 1)
     np.testing.assert_array_equal(one, course.maximize_activation(model, "c1", [2], steps=20, seed=1)[0])
-    started = course.maximize_activation(model, "c1", [0, 1], steps=0, start=tiny_images[0])
-    np.testing.assert_array_equal(started[1], tiny_images[0])
-    with pytest.raises(ValueError, match="channels 0..3"):
+    # One step of a small ascent from a given start: both channels start from that image.
+    started = course.maximize_activation(model, "c1", [0, 1], steps=1, learning_rate=1e-4, jitter=0, l2=0,
+                                         start=tiny_images[0])
+    np.testing.assert_allclose(started[1], tiny_images[0], atol=1e-3)
+    assert not np.array_equal(started[0], started[1])
+    with pytest.raises(OptionError, match="steps must be >= 1, got 0"):
+        course.maximize_activation(model, "c1", [0, 1], steps=0)
+    with pytest.raises(ValueError, match="channel must be in 0..3"):
         course.maximize_activation(model, "c1", 4)
     with pytest.raises(LayerError):
         course.maximize_activation(model, "out", 0)
