@@ -77,12 +77,32 @@ def is_traceable(model) -> bool:
     return isinstance(model, keras.Sequential) or _is_functional(model)
 
 
+def check_model(model) -> None:
+    """Refuse, with one sentence, what is not a Sequential or functional Keras model.
+
+    Raises:
+        ModelError: Not a Keras model (a path, a string, None ...), or a subclassed model.
+    """
+    if not isinstance(model, keras.Model):
+        raise ModelError(
+            f"expected a Keras model, got {type(model).__name__} ({str(model)[:60]!r}): "
+            "pass a keras.Model, e.g. keras.models.load_model(path) for a saved one."
+        )
+    if not is_traceable(model):
+        raise ModelError(
+            f"model '{model.name}' is a subclassed {type(model).__name__}, whose layers cannot be "
+            "re-traced: build it as a Sequential or functional model (keras.Input, then layers)."
+        )
+
+
 def input_shape(model: keras.Model) -> tuple:
     """The shape of one input of a built single-input model, without the batch axis.
 
     Raises:
-        ModelError: The model is not built, or has several inputs.
+        ModelError: Not a traceable Keras model, or one with several inputs.
+        LayerError: The model is not built.
     """
+    check_model(model)
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -150,16 +170,7 @@ def trace(model: keras.Model) -> Trace:
         ModelError: Not a Keras model, a subclassed model, or one with several inputs.
         LayerError: The model is not built.
     """
-    if not isinstance(model, keras.Model):
-        raise ModelError(
-            f"expected a Keras model, got {type(model).__name__} ({str(model)[:60]!r}): "
-            "pass a keras.Model, e.g. keras.models.load_model(path) for a saved one."
-        )
-    if not is_traceable(model):
-        raise ModelError(
-            f"model '{model.name}' is a subclassed {type(model).__name__}, whose layers cannot be "
-            "re-traced: build it as a Sequential or functional model (keras.Input, then layers)."
-        )
+    check_model(model)
     cached = _TRACES.get(model)
     if cached is not None and cached[0] == len(model.layers):
         return cached[1]
