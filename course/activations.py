@@ -24,7 +24,7 @@ import numpy as np
 
 from course import validate
 from course.errors import LayerError
-from course.tracing import input_shape, trace
+from course.tracing import check_model, input_shape, trace
 
 _CONV_TYPES = (
     keras.layers.Conv1D,
@@ -202,6 +202,7 @@ def extract_feature_maps(
         InputError: Images that are not numbers, or contain NaN or Inf.
         OptionError: ``batch_size`` is not a positive integer.
     """
+    check_model(model)
     batch_size = validate.integer(batch_size, "batch_size", 1)
     names = None if layers is None else tuple(resolve_layers(model, layers))
     maps_model, compiled = _cached_activation_model(model, names)

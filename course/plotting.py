@@ -23,7 +23,7 @@ from matplotlib.textpath import TextPath
 from matplotlib.transforms import IdentityTransform
 
 from course import validate
-from course.errors import InputError, InputShapeError, OptionError
+from course.errors import InputError, InputShapeError, LayerError, OptionError
 from course.normalize import MODES, normalize_maps
 
 #: Colour of the gaps between tiles, distinct from every value of the usual colormaps.
@@ -45,8 +45,10 @@ def montage(maps: np.ndarray, ncols: int = 8, pad: int = 1) -> np.ndarray:
     Returns:
         A float32 array of shape (rows*(H+pad)-pad, cols*(W+pad)-pad).
     """
+    maps = validate.one_image_maps(maps)
     height, width, count = maps.shape
-    ncols = max(1, min(ncols, count))
+    ncols = validate.montage_grid(ncols, count)
+    pad = validate.integer(pad, "pad", 0)
     nrows = math.ceil(count / ncols)
     tiles = np.full((nrows * ncols, height + pad, width + pad), np.nan, np.float32)
     tiles[:count, :height, :width] = np.moveaxis(maps, -1, 0)
@@ -681,16 +683,23 @@ def plot_maps_across_epochs(
     """
     snapshots = getattr(snapshots, "snapshots", snapshots)
     if not snapshots:
-        raise ValueError("no snapshots yet: train with the FeatureMapLogger callback first.")
+        raise InputError("no snapshots yet: train with the FeatureMapLogger callback first.")
+    if not isinstance(snapshots, (list, tuple)) or not all(
+        isinstance(s, dict) and {"epoch", "maps", "filters"} <= set(s) for s in snapshots
+    ):
+        raise InputError(
+            f"snapshots must be a FeatureMapLogger or its .snapshots list, got {type(snapshots).__name__}: "
+            "pass the logger you trained with."
+        )
     if kind not in ("maps", "filters"):
-        raise ValueError(f"kind must be 'maps' or 'filters', got {kind!r}.")
+        raise OptionError(f"kind must be 'maps' or 'filters', got {kind!r}.")
     available = list(snapshots[0][kind])
     if layer not in available:
-        raise ValueError(f"layer '{layer}' has no logged {kind}; logged layers: {available}.")
+        raise LayerError(f"layer '{layer}' has no logged {kind}; logged layers: {available}.")
     if kind == "maps":
         count = len(snapshots[0]["maps"][layer])
         if not 0 <= image_index < count:
-            raise ValueError(f"image_index must be in 0..{count - 1}, got {image_index}.")
+            raise OptionError(f"image_index must be in 0..{count - 1}, got {image_index}.")
         rows = [normalize_maps(s["maps"][layer][image_index], "per_map") for s in snapshots]
         cmap, gap, vmin, vmax = "gray", GAP_COLOR, 0.0, 1.0
     else:
@@ -698,9 +707,16 @@ def plot_maps_across_epochs(
         limit = max(float(np.abs(r).max()) for r in rows) or 1.0
         cmap, gap, vmin, vmax = "RdBu_r", "black", -limit, limit
     total = rows[0].shape[-1]
-    channels = list(range(min(8, total))) if channels is None else list(channels)
-    if not channels or min(channels) < 0 or max(channels) >= total:
-        raise ValueError(f"channels must be in 0..{total - 1}, got {channels}.")
+    if channels is None:
+        channels = list(range(min(8, total)))
+    else:
+        try:
+            given = list(np.atleast_1d(channels).tolist()) if not isinstance(channels, str) else None
+        except TypeError:
+            given = None
+        if not given or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < total for c in given):
+            raise OptionError(f"channels must be in 0..{total - 1}, got {channels!r}.")
+        channels = given
     height, width = rows[0].shape[:2]
     fig = Figure(
         figsize=(1.1 * len(channels) + 1.6, 1.1 * len(rows) * height / width + 0.8),

@@ -198,9 +198,14 @@ def batch_maps(values, name: str = "maps") -> np.ndarray:
     return result
 
 
+def maps_array(values, name: str = "maps") -> np.ndarray:
+    """Real-valued, non-empty maps of any shape (NaN and Inf allowed: the caller reports them)."""
+    return _maps_array(values, name)
+
+
 def _maps_array(values, name: str) -> np.ndarray:
-    if values is None or isinstance(values, (str, bytes)):
-        raise InputError(f"{name} must be an array of feature maps, got {type(values).__name__}.")
+    if values is None or isinstance(values, (str, bytes, dict)):
+        raise InputError(f"{name} must be an array of feature maps, got {type(values).__name__}: pass a NumPy array.")
     try:
         result = np.asarray(values)
     except (TypeError, ValueError) as exc:
@@ -257,6 +262,11 @@ def layer_name(layer, names: list[str], layers: dict, feature_maps: list[str]) -
 
 def layer_list(layers, names: list[str], traced_layers: dict, feature_maps: list[str]) -> list[str]:
     """One layer or a list of them (names, indices, objects) as traced names, in the order given."""
+    if isinstance(layers, (dict, set, bytes)):
+        raise LayerError(
+            f"layers must be a layer (name, index or object) or a list of them, got a {type(layers).__name__} "
+            f"({_shown(layers)}); layers with feature maps: {feature_maps}"
+        )
     single = isinstance(layers, (str, numbers.Integral)) or (hasattr(layers, "name") and hasattr(layers, "weights"))
     if single:
         layers = [layers]
