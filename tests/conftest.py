@@ -177,3 +177,19 @@ MODEL_KINDS = {
     "reused_sequential_3_deep": reused_sequential,
     "sequential_base": sequential_base_model,
 }
+
+
+def conv_kinds_model() -> keras.Model:
+    """One layer of every conv kind: depthwise (multiplier 2), separable, transposed, and a Conv1D
+    branch over the image's rows."""
+    layers = keras.layers
+    keras.utils.set_random_seed(8)
+    inputs = keras.Input((12, 12, 3), name="rgb")
+    depth = layers.DepthwiseConv2D(3, depth_multiplier=2, name="depth")(inputs)  # 3 inputs x 2 = 6 maps
+    sep = layers.SeparableConv2D(5, 3, name="sep")(depth)  # depthwise 3x3 on 6, then 6 -> 5 pointwise
+    up = layers.Conv2DTranspose(4, (3, 2), name="up")(sep)  # kernel stored (3, 2, 4 filters, 5 inputs)
+    rows = layers.Reshape((12, 36), name="rows")(inputs)
+    strip = layers.Conv1D(7, 5, name="strip")(rows)  # kernel (5, 36, 7)
+    merged = layers.Concatenate(name="cat")([layers.GlobalAveragePooling2D(name="gap")(up),
+                                             layers.GlobalAveragePooling1D(name="gap1")(strip)])
+    return keras.Model(inputs, layers.Dense(2, name="kinds_out")(merged), name="conv_kinds")

@@ -133,3 +133,79 @@ def test_figures_save_headless(maps, tmp_path):
     assert matplotlib.get_backend().lower() == "agg"
     course.plot_feature_maps(maps).savefig(tmp_path / "maps.png")
     assert (tmp_path / "maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------- every kind of kernel
+
+
+def test_kernels_of_every_conv_kind_in_one_axis_order():
+    from conftest import conv_kinds_model
+
+    model = conv_kinds_model()
+    assert set(course.conv_layer_names(model)) == {"depth", "sep", "up", "strip"}
+    kind, parts = course.kernel_parts(model, "depth")
+    assert kind == "DepthwiseConv2D" and parts["depthwise"].shape == (3, 3, 3, 2)
+    kind, parts = course.kernel_parts(model, "sep")
+    assert parts["depthwise"].shape == (3, 3, 6, 1) and parts["pointwise"].shape == (1, 1, 6, 5)
+    kind, parts = course.kernel_parts(model, "up")
+    stored = model.get_layer("up").kernel.numpy()  # Keras: (kh, kw, filters, inputs)
+    assert stored.shape == (3, 2, 4, 5) and parts["kernel"].shape == (3, 2, 5, 4)
+    np.testing.assert_array_equal(parts["kernel"][:, :, 1, 3], stored[:, :, 3, 1])
+    assert course.kernel_parts(model, "strip")[1]["kernel"].shape == (5, 36, 7)
+
+
+def test_depthwise_kernels_are_drawn_one_per_input_channel_not_averaged():
+    from conftest import conv_kinds_model
+
+    model = conv_kinds_model()
+    fig = course.plot_filters(model, "depth")
+    ax = fig.axes[0]
+    kernel = model.get_layer("depth").kernel.numpy()  # (3, 3, 3 inputs, 2 multiplier)
+    [image] = images_in(ax)
+    np.testing.assert_allclose(image.get_array().filled(np.nan), montage(kernel.reshape(3, 3, 6), 8), equal_nan=True)
+    assert "depthwise: one kernel per input channel (3 channels x 2 multiplier)" in ax.get_title()
+    assert "mean over" not in ax.get_title() and tile_labels(ax) == [str(k) for k in range(6)]
+
+
+def test_separable_kernels_show_the_depthwise_and_the_pointwise_part():
+    from conftest import conv_kinds_model
+
+    model = conv_kinds_model()
+    layer = model.get_layer("sep")
+    fig = course.plot_filters(model, "sep")
+    left, right = [ax for ax in fig.axes if ax.get_images()]
+    np.testing.assert_allclose(left.get_images()[0].get_array().filled(np.nan),
+                               montage(layer.depthwise_kernel.numpy()[:, :, :, 0], 8), equal_nan=True)
+    assert "SeparableConv2D" in left.get_title() and "depthwise" in left.get_title()
+    np.testing.assert_allclose(right.get_images()[0].get_array(), layer.pointwise_kernel.numpy()[0, 0])
+    assert right.get_title() == "pointwise: 6 x 5 weights of 1x1"
+    low, high = right.get_images()[0].get_clim()
+    limit = max(np.abs(layer.depthwise_kernel.numpy()).max(), np.abs(layer.pointwise_kernel.numpy()).max())
+    assert (low, high) == pytest.approx((-limit, limit))  # one honest scale for both parts
+
+
+def test_transposed_kernels_use_their_own_axis_order():
+    from conftest import conv_kinds_model
+
+    model = conv_kinds_model()
+    stored = model.get_layer("up").kernel.numpy()  # (3, 2, 4 filters, 5 inputs)
+    fig = course.plot_filters(model, "up", in_channel=4)
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.get_images()[0].get_array().filled(np.nan), montage(stored[:, :, :, 4], 8),
+                               equal_nan=True)
+    assert "transposed conv, input channel 4" in ax.get_title() and "4 kernels of 3x2" in ax.get_title()
+    with pytest.raises(ValueError, match="in_channel must be in 0..4"):
+        course.plot_filters(model, "up", in_channel=5)
+
+
+def test_conv1d_kernels_are_drawn_as_strips():
+    from conftest import conv_kinds_model
+
+    model = conv_kinds_model()
+    kernel = model.get_layer("strip").kernel.numpy()  # (5, 36, 7)
+    fig = course.plot_filters(model, "strip", ncols=1)
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.get_images()[0].get_array().filled(np.nan),
+                               montage(kernel.mean(axis=1)[np.newaxis], 1), rtol=1e-6, equal_nan=True)
+    assert ax.get_images()[0].get_array().shape == (7 * 2 - 1, 5)  # 7 strips of 1x5, one per row
+    assert "7 strips of 5 (1-D strips of 5, mean over 36 input channels)" in ax.get_title()
