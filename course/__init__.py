@@ -40,8 +40,8 @@ _EXPORTS = {
     "normalize": ("normalize_maps", "to_uint8"),
     # every figure: maps and filters, heatmaps, preferred images, class-level and across epochs
     "plotting": ("compare_layers", "montage", "plot_class_activation", "plot_examples", "plot_feature_maps",
-                 "plot_filters", "plot_maps_across_epochs", "plot_misclassified", "plot_overlay",
-                 "plot_preferred_images", "plot_projection"),
+                 "plot_filters", "plot_grad_cam_examples", "plot_maps_across_epochs", "plot_misclassified",
+                 "plot_overlay", "plot_preferred_images", "plot_projection", "plot_saliency_examples"),
     # beyond feature maps (notebook 6): one module per method, on the shared re-tracing core
     "tracing": ("score_model", "trace"),
     "saliency": ("saliency_map",),

@@ -740,3 +740,78 @@ def plot_maps_across_epochs(
     if kind == "filters":
         fig.colorbar(shown, ax=list(axes), shrink=0.8, label="weight")
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Grids of explanations (the `python -m course explain` figures)
+# --------------------------------------------------------------------------------------------
+
+
+def plot_saliency_examples(model, images, captions, smooth_samples: int = 30) -> Figure:
+    """One row per image: the image, its saliency and its SmoothGrad (see :func:`course.saliency_map`).
+
+    Args:
+        model: A built Keras model.
+        images: Images (n, H, W, C) in the range the model was trained on.
+        captions: n strings, shown above each image.
+        smooth_samples: SmoothGrad's noisy copies.
+
+    Returns:
+        A Figure of n rows x 3 columns; the heatmaps use the "hot" colormap.
+    """
+    from course.saliency import saliency_map
+
+    images = validate.array(images, "images")
+    if isinstance(captions, str) or len(captions) != len(images):
+        raise InputShapeError(f"got {len(images)} images but {len(captions)} captions: give one per image.")
+    fig = Figure(figsize=(7.5, 2.0 * len(images)), layout="constrained")
+    axes = fig.subplots(len(images), 3, squeeze=False)
+    for row, image, caption in zip(axes, images, captions):
+        vanilla = saliency_map(model, image)
+        smooth = saliency_map(model, image, smooth_samples=smooth_samples)
+        picture, cmap = _display_image(image)
+        for ax, shown, colours, title in zip(
+            row, (picture, vanilla, smooth), (cmap, "hot", "hot"),
+            (caption, "saliency", f"SmoothGrad ({smooth_samples})"),
+        ):
+            ax.imshow(shown, cmap=colours, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+    fig.suptitle("|d logit / d pixel| of the predicted class", fontsize=10)
+    return fig
+
+
+def plot_grad_cam_examples(model, images, captions, layers=None, colorbar: bool = False,
+                           title: str | None = None, figsize: tuple[float, float] | None = None) -> Figure:
+    """Grad-CAM of each image (columns) at each layer (rows), drawn over the image.
+
+    Args:
+        model: A built Keras model.
+        images: Images (n, H, W, C).
+        captions: n strings; each panel's title is the caption and the layer.
+        layers: Layers (names, indices or objects); default every conv layer.
+        colorbar: One shared colorbar (0 to 1: each heatmap is divided by its maximum).
+        title: The figure's title; default names the layers.
+        figsize: The figure's size in inches; default 2.4 x 2.5 per panel.
+
+    Returns:
+        A Figure of len(layers) rows x n columns.
+    """
+    from course.activations import conv_layer_names, resolve_layers
+    from course.gradcam import grad_cam
+
+    images = validate.array(images, "images")
+    if isinstance(captions, str) or len(captions) != len(images):
+        raise InputShapeError(f"got {len(images)} images but {len(captions)} captions: give one per image.")
+    layers = conv_layer_names(model) if layers is None else resolve_layers(model, layers)
+    fig = Figure(figsize=figsize or (2.4 * len(images), 2.5 * len(layers)), layout="constrained")
+    axes = fig.subplots(len(layers), len(images), squeeze=False)
+    for row, layer in zip(axes, layers):
+        for ax, image, caption in zip(row, images, captions):
+            label = f"{caption} '{layer}'" if len(layers) > 1 else caption
+            plot_overlay(image, grad_cam(model, image, layer), ax=ax, title=label, colorbar=False)
+    if colorbar:
+        scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, 1.0), "jet")  # plot_overlay's colours
+        fig.colorbar(scale, ax=axes.ravel().tolist(), shrink=0.8, label="share of the maximum")
+    fig.suptitle(title or f"Grad-CAM of the predicted class at {', '.join(repr(n) for n in layers)}", fontsize=10)
+    return fig
