@@ -222,6 +222,37 @@ def test_plot_overlay_draws_the_heatmap_on_the_image(tiny_images):
     assert "all zero" in zero.axes[0].get_title()
 
 
+def test_nan_or_inf_input_is_refused_never_explained_as_an_all_zero_heatmap(tiny_images):
+    """One NaN pixel used to give an all-zero Grad-CAM and saliency (and plot_overlay blamed Grad-CAM)."""
+    model = tiny_sequential()
+    for bad, words in ((np.nan, "1 NaN and 0 Inf"), (np.inf, "0 NaN and 1 Inf")):
+        image = tiny_images[0].copy()
+        image[3, 3, 0] = bad
+        for explain in (course.grad_cam, course.saliency_map):
+            with pytest.raises(course.errors.InputError, match=f"contain {words} values out of 144.*nan_to_num"):
+                explain(model, image)
+        with pytest.raises(course.errors.InputError, match="NaN"):
+            course.extract_feature_maps(model, image)
+    with pytest.raises(course.errors.InputError, match="NaN"):
+        course.maximize_activation(model, "c1", 0, steps=2, start=np.full((12, 12, 1), np.nan))
+
+
+def test_options_that_used_to_ruin_activation_maximization_are_refused(tiny_images):
+    model = tiny_sequential()
+    for options, words in [
+        ({"blur_sigma": 0}, "blur_sigma must be > 0.0"), ({"value_range": (1.0, 0.0)}, "low < high"),
+        ({"steps": -1}, "steps must be >= 1"), ({"channel": 1.7}, "channel must be a whole number"),
+    ]:
+        with pytest.raises(OptionError, match=words):
+            course.maximize_activation(model, "c1", **{"channel": 0, "steps": 3, **options})
+    # A whole float channel is that channel; blur_sigma is irrelevant without blurring.
+    np.testing.assert_array_equal(
+        course.maximize_activation(model, "c1", 1.0, steps=3),
+        course.maximize_activation(model, "c1", 1, steps=3),
+    )
+    assert course.maximize_activation(model, "c1", 1, steps=3, blur_every=0, blur_sigma=0).shape == (12, 12, 1)
+
+
 # ------------------------------------------------------------------ activation maximization
 
 
