@@ -35,7 +35,7 @@ _CONV_TYPES = (
     keras.layers.Conv2DTranspose,
 )
 # model -> {layer names -> (activation model, compiled call)}; weak so models can be freed.
-_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 #: At most this many bytes of maps per forward pass (``batch_size`` is lowered to fit).
 _BATCH_BYTES = 64 * 2**20
 

@@ -21,8 +21,10 @@ import numpy as np
 from course.activations import conv_layer_names, extract_feature_maps
 from course.analysis import filter_weights
 from course.normalize import normalize_maps
-from course.plotting import montage
-from course.plotting import plot_maps_across_epochs  # noqa: F401  (its old home; drawn in the plotting layer)
+from course.plotting import (
+    montage,
+    plot_maps_across_epochs,  # noqa: F401  (its old home; drawn in the plotting layer)
+)
 
 
 def _kernels(weights: np.ndarray) -> np.ndarray:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from course import validate
-
 
 def sample_photo(size: int = 224) -> np.ndarray:
     """The photo matplotlib ships in its sample data (Grace Hopper), square, as RGB in [0, 1].

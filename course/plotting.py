@@ -88,7 +88,8 @@ def _new_axes(ax, ncols: int, nrows: int, tile: tuple[int, int], colorbar: bool)
     if not colorbar:
         return fig, ax, None
     bar_box = (left + image_w + 0.1, bottom + 0.1 * image_h, 0.15, 0.8 * image_h)
-    cax = fig.add_axes((bar_box[0] / fig_width, bar_box[1] / fig_height, bar_box[2] / fig_width, bar_box[3] / fig_height))
+    left_, bottom_, width_, height_ = bar_box
+    cax = fig.add_axes((left_ / fig_width, bottom_ / fig_height, width_ / fig_width, height_ / fig_height))
     return fig, ax, cax
 
 
@@ -152,7 +153,8 @@ class _TileLabels(Artist):
                 glyphs.setdefault(color, []).append((vertices * scale + (pen, baseline), codes))
                 pen += advance * scale
             bottom = baseline - descent * scale
-            boxes.append([(left - pad, bottom - pad), (pen + pad, bottom - pad), (pen + pad, top + pad), (left - pad, top + pad), (0, 0)])
+            low, high = bottom - pad, top + pad
+            boxes.append([(left - pad, low), (pen + pad, low), (pen + pad, high), (left - pad, high), (0, 0)])
         gc = renderer.new_gc()
         gc.set_linewidth(0)
         box_codes = np.tile([Path.MOVETO, Path.LINETO, Path.LINETO, Path.LINETO, Path.CLOSEPOLY], len(boxes))
@@ -354,7 +356,8 @@ def plot_filters(
 def _input_choice(kernel, in_channel, inputs: int, name: str, axis: int):
     """The kernels of one input channel, or their mean over inputs, and a phrase saying which."""
     if in_channel is not None:
-        if isinstance(in_channel, bool) or not isinstance(in_channel, (int, np.integer)) or not 0 <= in_channel < inputs:
+        whole = isinstance(in_channel, (int, np.integer)) and not isinstance(in_channel, bool)
+        if not whole or not 0 <= in_channel < inputs:
             raise OptionError(f"in_channel must be in 0..{inputs - 1} for layer '{name}', got {in_channel!r}.")
         return np.take(kernel, int(in_channel), axis=axis), f"input channel {in_channel}"
     if inputs == 1:
@@ -478,7 +481,7 @@ def plot_overlay(
 
 
 def plot_preferred_images(
-    model: keras.Model, layers: list[str] | None = None, ncols: int = 16, **options
+    model, layers=None, ncols: int = 16, **options
 ) -> Figure:
     """Every filter's preferred image (see :func:`maximize_activation`), one montage per layer.
 
@@ -491,10 +494,8 @@ def plot_preferred_images(
     Returns:
         A Figure with one panel per layer; tile k is the image that channel k prefers.
     """
-    from course.activations import conv_layer_names
+    from course.activations import conv_layer_names, resolve_layers
     from course.maximize import maximize_activation
-
-    from course.activations import resolve_layers
 
     layers = conv_layer_names(model)[:2] if layers is None else resolve_layers(model, layers)
     ncols = validate.integer(ncols, "ncols", 1)
@@ -529,7 +530,9 @@ def plot_class_activation(matrix, layer: str = "", ax=None) -> Figure:
     """
     matrix = validate._maps_array(matrix, "matrix").astype(np.float32)
     if matrix.ndim != 2:
-        raise InputShapeError(f"matrix of shape {matrix.shape}: expected (classes, channels) from mean_activation_by_class.")
+        raise InputShapeError(
+            f"matrix of shape {matrix.shape}: expected (classes, channels) from mean_activation_by_class."
+        )
     with np.errstate(all="ignore"):
         peak = np.nanmax(np.where(np.isnan(matrix), -np.inf, matrix), axis=1, keepdims=True)
     rows = np.divide(matrix, peak, out=np.zeros_like(matrix), where=peak > 0)

@@ -30,9 +30,9 @@ from course.errors import LayerError, ModelError
 __all__ = ["Trace", "input_shape", "is_traceable", "score_model", "trace"]
 
 # model -> (number of layers when traced, Trace); weak so models can be freed.
-_TRACES: "weakref.WeakKeyDictionary[keras.Model, tuple]" = weakref.WeakKeyDictionary()
+_TRACES: weakref.WeakKeyDictionary[keras.Model, tuple] = weakref.WeakKeyDictionary()
 # model -> {layer name or None: score model}.
-_SCORE_MODELS: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+_SCORE_MODELS: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -272,9 +272,9 @@ def score_model(model: keras.Model, layer=None) -> keras.Model:
 
 def class_index(scores, index) -> int:
     """The class to explain: ``index`` checked against the scores, or the predicted class."""
-    from course import validate
-
     import numpy as np
+
+    from course import validate
 
     classes = int(scores.shape[-1])
     if index is None:

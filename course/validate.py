@@ -17,6 +17,7 @@ import numpy as np
 
 from course.errors import InputError, InputShapeError, LayerError, OptionError
 
+
 def _shown(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -94,6 +95,11 @@ def montage_grid(ncols, count: int) -> int:
 # ------------------------------------------------------------------------------- arrays
 
 
+def _is_real(dtype) -> bool:
+    """Integers or floats (not bool, complex, strings or objects)."""
+    return np.dtype(dtype) != np.bool_ and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating))
+
+
 def array(values, name: str = "images") -> np.ndarray:
     """A real-valued, finite, non-empty array, or an :class:`InputError` that says why not."""
     if values is None or isinstance(values, (str, bytes, dict)):
@@ -104,7 +110,7 @@ def array(values, name: str = "images") -> np.ndarray:
         raise InputError(
             f"{name} cannot be read as one array ({_shown(values)}: {exc}): pass a NumPy array of one shape."
         ) from None
-    if result.dtype == bool or not (np.issubdtype(result.dtype, np.integer) or np.issubdtype(result.dtype, np.floating)):
+    if not _is_real(result.dtype):
         raise InputError(
             f"{name} have dtype {result.dtype}; expected real numbers (float32, or uint8 0-255): "
             "convert them with .astype('float32')."
@@ -132,7 +138,8 @@ def images(values, expected: tuple, name: str = "images") -> np.ndarray:
     """
     result = array(values, name)
     given = result.shape
-    if expected[-1] == 1 and result.ndim in (len(expected) - 1, len(expected)) and given[-(len(expected) - 1):] == expected[:-1]:
+    grey = expected[-1] == 1 and result.ndim in (len(expected) - 1, len(expected))
+    if grey and given[-(len(expected) - 1):] == expected[:-1]:
         result = result[..., np.newaxis]  # grey image(s) without their channel axis
     if result.shape == expected or (len(result.shape) == len(expected) and all(
         want is None or got == want for got, want in zip(result.shape, expected)
@@ -210,7 +217,7 @@ def _maps_array(values, name: str) -> np.ndarray:
         result = np.asarray(values)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name} cannot be read as one array ({exc}): pass a NumPy array.") from None
-    if result.dtype == bool or not (np.issubdtype(result.dtype, np.integer) or np.issubdtype(result.dtype, np.floating)):
+    if not _is_real(result.dtype):
         raise InputError(f"{name} have dtype {result.dtype}; expected real numbers: pass float32 maps.")
     if result.size == 0:
         raise InputShapeError(f"{name} are empty (shape {result.shape}): give at least one map.")

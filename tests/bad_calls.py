@@ -153,7 +153,8 @@ def bad_calls() -> list[tuple[str, object]]:
         add(f"top_channels(k={k!r})", lambda k=k: course.top_channels(maps, k))
     add("dead_filters(threshold='a')", lambda: course.dead_filters(maps, threshold="a"))
     for value in (9, -1, 1.5):
-        add(f"plot_filters(in_channel={value!r})", lambda value=value: course.plot_filters(model, "c2", in_channel=value))
+        add(f"plot_filters(in_channel={value!r})",
+            lambda value=value: course.plot_filters(model, "c2", in_channel=value))
 
     heat = np.random.default_rng(2).random((12, 12))
     add("plot_overlay(heatmap of another shape)", lambda: course.plot_overlay(image, heat[:5]))

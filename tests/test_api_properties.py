@@ -163,8 +163,8 @@ def test_maximize_activation_options(steps, blur_sigma, value_range, channel):
                                             blur_every=1, value_range=value_range)
     except CourseError as exc:
         assert is_sentence(str(exc))
-        valid_channel = (isinstance(channel, int) and 0 <= channel < 4) or (isinstance(channel, float) and channel.is_integer()
-                         and channel < 4) or (isinstance(channel, list) and channel)
+        whole = isinstance(channel, int) or (isinstance(channel, float) and channel.is_integer())
+        valid_channel = (whole and 0 <= channel < 4) or (isinstance(channel, list) and channel)
         assert not (steps >= 1 and blur_sigma > 0 and value_range[0] < value_range[1] and valid_channel), str(exc)
         return
     low, high = value_range

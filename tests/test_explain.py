@@ -270,7 +270,7 @@ def test_maximize_activation_raises_the_channel_far_above_random_and_real_inputs
         assert preferred.min() >= 0.0 and preferred.max() <= 1.0
         channels = np.arange(count)
 
-        def own_channel(images, layer=layer):
+        def own_channel(images, layer=layer, channels=channels):
             maps = course.extract_feature_maps(trained_model, images, layer)[layer]
             return maps[channels, :, :, channels].mean(axis=(1, 2))
 
@@ -365,8 +365,10 @@ def test_project_maps_finds_the_planted_directions():
     rng = np.random.default_rng(0)
     count = 400
     strong, weak = rng.normal(0, 5.0, count), rng.normal(0, 2.0, count)
-    axis_a = np.zeros((6, 6, 3)); axis_a[1, 2, 0] = 1.0
-    axis_b = np.zeros((6, 6, 3)); axis_b[4, 4, 2] = 1.0
+    axis_a = np.zeros((6, 6, 3))
+    axis_a[1, 2, 0] = 1.0
+    axis_b = np.zeros((6, 6, 3))
+    axis_b[4, 4, 2] = 1.0
     maps = strong[:, None, None, None] * axis_a + weak[:, None, None, None] * axis_b
     maps += rng.normal(0, 0.1, maps.shape) + 3.0
     coords, explained = course.project_maps(maps)
