@@ -18,8 +18,10 @@ import os
 import keras
 import numpy as np
 
+from course import validate
 from course.activations import conv_layer_names, extract_feature_maps
 from course.analysis import filter_weights
+from course.errors import InputShapeError
 from course.normalize import normalize_maps
 from course.plotting import (
     montage,
@@ -55,8 +57,13 @@ class FeatureMapLogger(keras.callbacks.Callback):
 
     def __init__(self, images, layers=None, log_dir: str | os.PathLike | None = None, ncols: int = 8):
         super().__init__()
-        batch = np.asarray(images, dtype=np.float32)
+        batch = validate.array(images, "images").astype(np.float32)
+        if batch.ndim not in (3, 4):
+            raise InputShapeError(
+                f"images of shape {batch.shape}: expected one image (H, W, C) or a few (N, H, W, C)."
+            )
         self.images = batch[np.newaxis] if batch.ndim == 3 else batch
+        validate.integer(ncols, "ncols", 1)
         self.layers = [layers] if isinstance(layers, str) else layers
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.ncols = ncols

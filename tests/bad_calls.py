@@ -209,6 +209,9 @@ def bad_calls() -> list[tuple[str, object]]:
     for snapshots in (None, [], "logger", [{"epoch": 0}]):
         add(f"plot_maps_across_epochs({snapshots!r})",
             lambda snapshots=snapshots: course.plot_maps_across_epochs(snapshots, "c1"))
+    for label, bad in {"NaN": _image(NAN), "None": None, "str": "x", "2-D": np.zeros((4, 4))}.items():
+        add(f"FeatureMapLogger(images={label})", lambda bad=bad: course.FeatureMapLogger(bad))
+    add("FeatureMapLogger(ncols=0)", lambda: course.FeatureMapLogger(image, ncols=0))
     return calls
 
 
