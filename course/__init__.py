@@ -31,19 +31,25 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "activations": ("activation_model", "conv_layer_names", "extract_feature_maps", "feature_map_layer_names",
                     "find_layer", "layer_output_shapes"),
-    "analysis": ("activation_stats", "dead_filters", "filter_weights", "top_channels",
+    "analysis": ("activation_stats", "dead_filters", "filter_weights", "kernel_parts", "top_channels",
                  # beyond feature maps: class-level analysis
                  "mean_activation_by_class", "misclassified", "project_maps", "top_activating_images"),
     "data": ("load_mnist",),
     "model": ("SEED_RECIPE", "Recipe", "build_model", "load_or_train_model", "read_metadata", "train_model"),
     "checks": ("reference_off_limits",),  # test cells use course.checks.reference_off_limits
     "normalize": ("normalize_maps", "to_uint8"),
-    "plotting": ("compare_layers", "montage", "plot_feature_maps", "plot_filters"),
-    # beyond feature maps (notebook 6): maps across training, saliency, Grad-CAM, activation maximization
-    "callbacks": ("FeatureMapLogger", "plot_maps_across_epochs"),
-    "explain": ("grad_cam", "last_conv_layer", "load_mobilenet_v2", "maximize_activation", "mobilenet_input",
-                "plot_class_activation", "plot_examples", "plot_misclassified", "plot_overlay",
-                "plot_preferred_images", "plot_projection", "sample_photo", "saliency_map", "score_model"),
+    # every figure: maps and filters, heatmaps, preferred images, class-level and across epochs
+    "plotting": ("compare_layers", "montage", "plot_class_activation", "plot_examples", "plot_feature_maps",
+                 "plot_filters", "plot_grad_cam_examples", "plot_maps_across_epochs", "plot_misclassified",
+                 "plot_overlay", "plot_preferred_images", "plot_projection", "plot_saliency_examples"),
+    # beyond feature maps (notebook 6): one module per method, on the shared re-tracing core
+    "tracing": ("score_model", "trace"),
+    "saliency": ("saliency_map",),
+    "gradcam": ("grad_cam", "last_conv_layer"),
+    "maximize": ("maximize_activation",),
+    "callbacks": ("FeatureMapLogger",),
+    "photos": ("load_mobilenet_v2", "mobilenet_input", "sample_photo"),
+    "notebook": ("setup_notebook",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -4,103 +4,72 @@ you choose, and batched extraction of their feature maps.
 Why not the classic ``keras.Model(inputs=model.input, outputs=layer.output)``? On Keras 3
 every ``Sequential`` model raises "The layer sequential has never been called and thus has no
 defined input" there, whether or not it starts with ``keras.Input``, and so does a Sequential
-model freshly loaded from a ``.keras`` file. Instead, this module re-runs the model's own
-layers on a new ``keras.Input``, recording each layer's output on the way. The layers (and so
-the trained weights) are shared, nothing is copied or retrained, and the same code works for
-Sequential models (built with ``input_shape=`` or ``keras.Input``, or loaded), functional
-models, and models nested inside other models.
+model freshly loaded from a ``.keras`` file. Instead, this module uses the re-tracing core of
+:mod:`course.tracing`: the model's own layers re-run on a new ``keras.Input``, each layer's
+output recorded on the way. The layers (and so the trained weights) are shared, nothing is
+copied or retrained, and the same code works for Sequential models (built with
+``input_shape=`` or ``keras.Input``, or loaded), functional models, and models nested inside
+other models at any depth. Layers may be given by name, by index or as layer objects.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
-import warnings
 import weakref
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from course.errors import InputShapeError, LayerError
+from course import validate
+from course.errors import LayerError
+from course.tracing import check_model, input_shape, trace
 
 _CONV_TYPES = (
+    keras.layers.Conv1D,
     keras.layers.Conv2D,
+    keras.layers.Conv3D,
     keras.layers.DepthwiseConv2D,
     keras.layers.SeparableConv2D,
     keras.layers.Conv2DTranspose,
 )
 # model -> {layer names -> (activation model, compiled call)}; weak so models can be freed.
-_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 #: At most this many bytes of maps per forward pass (``batch_size`` is lowered to fit).
 _BATCH_BYTES = 64 * 2**20
 
 
-def _input_shape(model: keras.Model) -> tuple:
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        raise LayerError(
-            f"model '{model.name}' has not been built, so its layers have no outputs yet: "
-            "start it with keras.Input(shape=...) or call it once on a batch of images."
-        ) from None
-    if len(inputs) != 1:
-        raise LayerError(
-            f"model '{model.name}' has {len(inputs)} inputs; feature maps are extracted "
-            "from single-input image models only."
-        )
-    return tuple(inputs[0].shape[1:])
+def _map_names(shapes: dict[str, tuple]) -> list[str]:
+    return [name for name, shape in shapes.items() if len(shape) == 4]
 
 
-def _trace(model: keras.Model, x, taps: dict, layers: dict):
-    """Re-run ``model`` on the symbolic tensor ``x`` layer by layer.
+def resolve_layers(model: keras.Model, layers, traced=None, *, maps_only: bool = True) -> list[str]:
+    """Layers given by name, index or object (one or a list) as the traced names, checked.
 
-    Records each layer's output tensor in ``taps`` and the layer itself in ``layers`` (by
-    name; a nested model's layers are prefixed with its name only when a name repeats).
+    Args:
+        model: A built Keras model.
+        layers: A layer name, an index (into :func:`layer_output_shapes`' order), a layer
+            object, or a list of these.
+        traced: A :class:`course.tracing.Trace` of ``model`` (made when not given).
+        maps_only: Refuse layers whose output is not a feature map (batch, height, width, channels).
 
-    Returns:
-        The model's output tensor for ``x``.
+    Raises:
+        LayerError: An unknown layer (the closest name is suggested) or, with ``maps_only``, a
+            layer whose output is not a feature map.
     """
-
-    def record(layer, tensor):
-        name = layer.name if layer.name not in taps else f"{model.name}/{layer.name}"
-        taps[name], layers[name] = tensor, layer
-
-    if isinstance(model, keras.Sequential):
-        for layer in model.layers:
-            if isinstance(layer, keras.Model):
-                x = _trace(layer, x, taps, layers)
-            else:
-                x = layer(x)
-            record(layer, x)
-        return x
-
-    # A functional model: its own graph gives every direct layer's output; a nested model's
-    # inner layers are re-run on the tensor that feeds it in this graph.
-    inner_taps, inner_layers = {}, {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, keras.Model):
-            _trace(layer, layer.input, inner_taps, inner_layers)
-        inner_taps.setdefault(layer.name, layer.output)
-        inner_layers.setdefault(layer.name, layer)
-    names = list(inner_taps)
-    graph = keras.Model(model.inputs, [model.outputs[0]] + [inner_taps[n] for n in names])
-    output, *tensors = graph(x)
-    for name, tensor in zip(names, tensors):
-        taps[name if name not in taps else f"{model.name}/{name}"] = tensor
-        layers[name if name not in layers else f"{model.name}/{name}"] = inner_layers[name]
-    return output
-
-
-def _traced(model: keras.Model):
-    """``(input tensor, {name: output tensor}, {name: layer})`` for every layer, in order."""
-    x = keras.Input(shape=_input_shape(model))
-    taps, layers = {}, {}
-    _trace(model, x, taps, layers)
-    return x, taps, layers
+    traced = traced or trace(model)
+    shapes = traced.shapes()
+    conv = _map_names(shapes)
+    names = validate.layer_list(layers, list(shapes), traced.layers, conv)
+    if maps_only:
+        for name in names:
+            if len(shapes[name]) != 4:
+                raise LayerError(
+                    f"layer '{name}' has output shape {shapes[name]}: it is not a feature map "
+                    f"(that needs (batch, height, width, channels)); layers with feature maps: {conv}"
+                )
+    return names
 
 
 def layer_output_shapes(model: keras.Model) -> dict[str, tuple]:
@@ -112,13 +81,12 @@ def layer_output_shapes(model: keras.Model) -> dict[str, tuple]:
     Returns:
         ``{layer name: shape}``, nested models' layers included.
     """
-    _, taps, _ = _traced(model)
-    return {name: tuple(tensor.shape) for name, tensor in taps.items()}
+    return trace(model).shapes()
 
 
 def feature_map_layer_names(model: keras.Model) -> list[str]:
     """Names of the layers whose output is a spatial map (batch, height, width, channels)."""
-    return [name for name, shape in layer_output_shapes(model).items() if len(shape) == 4]
+    return _map_names(layer_output_shapes(model))
 
 
 def conv_layer_names(model: keras.Model) -> list[str]:
@@ -130,39 +98,21 @@ def conv_layer_names(model: keras.Model) -> list[str]:
     Returns:
         The names, nested models' conv layers included.
     """
-    _, _, layers = _traced(model)
-    return [name for name, layer in layers.items() if isinstance(layer, _CONV_TYPES)]
+    return [name for name, layer in trace(model).layers.items() if isinstance(layer, _CONV_TYPES)]
 
 
-def find_layer(model: keras.Model, name: str):
-    """The layer called ``name``, searching nested models too.
+def find_layer(model: keras.Model, name):
+    """The layer called ``name`` (or at that index, or that object), searching nested models too.
 
     Raises:
         LayerError: No such layer (the closest name is suggested).
     """
-    _, taps, layers = _traced(model)
-    if name not in layers:
-        _check_layer_names([name], {n: tuple(t.shape) for n, t in taps.items()})
-    return layers[name]
+    traced = trace(model)
+    [resolved] = resolve_layers(model, name, traced, maps_only=False)
+    return traced.layers[resolved]
 
 
-def _check_layer_names(requested: list[str], shapes: dict[str, tuple]) -> None:
-    conv = [name for name, shape in shapes.items() if len(shape) == 4]
-    for name in requested:
-        if name not in shapes:
-            close = difflib.get_close_matches(name, list(shapes), n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise LayerError(
-                f"the model has no layer named '{name}'; {hint}layers with feature maps: {conv}"
-            )
-        if len(shapes[name]) != 4:
-            raise LayerError(
-                f"layer '{name}' has output shape {shapes[name]}: it is not a feature map "
-                f"(that needs (batch, height, width, channels)); layers with feature maps: {conv}"
-            )
-
-
-def activation_model(model: keras.Model, layers: list[str] | str | None = None) -> keras.Model:
+def activation_model(model: keras.Model, layers=None) -> keras.Model:
     """One model that returns the chosen layers' outputs in a single forward pass.
 
     It shares the trained layers (and weights) of ``model``; nothing is retrained.
@@ -170,8 +120,8 @@ def activation_model(model: keras.Model, layers: list[str] | str | None = None) 
     Args:
         model: A built Keras model: Sequential (with ``keras.Input`` or ``input_shape=``, or
             loaded from a ``.keras`` file), functional, or containing nested models.
-        layers: A layer name or a list of them; default every layer whose output is a
-            spatial feature map.
+        layers: A layer (name, index or object) or a list of them; default every layer whose
+            output is a spatial feature map.
 
     Returns:
         A ``keras.Model`` whose outputs are a dict ``{layer name: tensor}``.
@@ -179,17 +129,16 @@ def activation_model(model: keras.Model, layers: list[str] | str | None = None) 
     Raises:
         LayerError: A name is unknown (the closest is suggested), or names a layer whose
             output is not a feature map (Dense, Flatten), or the model is not built.
+        ModelError: Not a Keras model, a subclassed one, or one with several inputs.
     """
-    x, taps, _ = _traced(model)
-    shapes = {name: tuple(t.shape) for name, t in taps.items()}
+    traced = trace(model)
     if layers is None:
-        names = [name for name, shape in shapes.items() if len(shape) == 4]
+        names = _map_names(traced.shapes())
     else:
-        names = [layers] if isinstance(layers, str) else list(layers)
-        _check_layer_names(names, shapes)
+        names = resolve_layers(model, layers, traced)
     if not names:
         raise LayerError(f"model '{model.name}' has no layer whose output is a feature map.")
-    return keras.Model(x, {name: taps[name] for name in names}, name=f"{model.name}_maps")
+    return keras.Model(traced.inputs, {name: traced.taps[name] for name in names}, name=f"{model.name}_maps")
 
 
 def _cached_activation_model(model: keras.Model, names: tuple[str, ...] | None):
@@ -203,7 +152,7 @@ def _cached_activation_model(model: keras.Model, names: tuple[str, ...] | None):
         import tensorflow as tf
 
         maps_model = activation_model(model, None if names is None else list(names))
-        spec = tf.TensorSpec((None, *_input_shape(model)), tf.float32)
+        spec = tf.TensorSpec((None, *input_shape(model)), tf.float32)
         compiled = tf.function(lambda x: maps_model(x, training=False), input_signature=[spec])
         per_model[names] = (maps_model, compiled)
     return per_model[names]
@@ -224,38 +173,6 @@ def _open_npy(path: Path, shape: tuple) -> object:
     return handle
 
 
-def _as_batch(images, expected: tuple) -> np.ndarray:
-    """Images as a float32 batch of shape (N, *expected); one image gets a batch axis."""
-    array = np.asarray(images)
-    given = array.shape
-    if array.ndim == len(expected) - 1 and expected[-1] == 1 and given == expected[:-1]:
-        array = array[..., np.newaxis]  # one grey image without its channel axis
-    elif array.ndim == len(expected) + 1 and expected[-1] == 1 and given[1:] == expected[:-1]:
-        array = array[..., np.newaxis]  # a batch of grey images without the channel axis
-    if array.shape == expected:
-        array = array[np.newaxis]
-    if array.ndim != len(expected) + 1 or any(
-        want is not None and got != want for got, want in zip(array.shape[1:], expected)
-    ):
-        raise InputShapeError(
-            f"images of shape {given} do not fit the model, which expects a batch "
-            f"(N, {', '.join(map(str, expected))}) or one image {expected}."
-        )
-    if array.shape[0] == 0:
-        raise InputShapeError(
-            f"the batch of images is empty (shape {given}): give at least one image."
-        )
-    if array.dtype == np.uint8 or (array.size and np.nanmax(array) > 1.5):
-        warnings.warn(
-            f"the images look like 0-255 values (dtype {array.dtype}, max "
-            f"{np.nanmax(array):.0f}), but the course's model was trained on [0, 1]: "
-            "divide by 255 first, or every activation will be far too large.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return array.astype(np.float32, copy=False)
-
-
 def extract_feature_maps(
     model: keras.Model,
     images,
@@ -269,7 +186,7 @@ def extract_feature_maps(
         model: A built Keras model (see :func:`activation_model`).
         images: One image (H, W, C) or a batch (N, H, W, C), float in the range the model
             was trained on ([0, 1] for the course's model). Grey images may omit C.
-        layers: A layer name or list of names; default every feature-map layer.
+        layers: A layer (name, index or object) or a list of them; default every feature-map layer.
         batch_size: At most this many images per forward pass; fewer when one image's maps
             are large, so that a batch's maps stay under 64 MB. Memory stays bounded by it.
         out_dir: Stream the maps into ``<out_dir>/<layer>.npy`` instead of memory, batch by
@@ -282,12 +199,14 @@ def extract_feature_maps(
     Raises:
         LayerError: Unknown layer, or a layer that is not a feature map.
         InputShapeError: Images of the wrong shape, or an empty batch.
+        InputError: Images that are not numbers, or contain NaN or Inf.
+        OptionError: ``batch_size`` is not a positive integer.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
-    names = None if layers is None else tuple([layers] if isinstance(layers, str) else layers)
+    check_model(model)
+    batch_size = validate.integer(batch_size, "batch_size", 1)
+    names = None if layers is None else tuple(resolve_layers(model, layers))
     maps_model, compiled = _cached_activation_model(model, names)
-    batch = _as_batch(images, _input_shape(model))
+    batch = validate.images(images, input_shape(model))
     count = len(batch)
     shapes = {name: (count, *t.shape[1:]) for name, t in maps_model.output.items()}
     # Large maps (e.g. 224x224x64 = 12.8 MB per image) get smaller batches.

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from course.errors import LayerError
+from course import validate
+from course.errors import InputError, InputShapeError, LayerError, OptionError
 
 
 def _batch_maps(maps) -> np.ndarray:
-    maps = np.asarray(maps)
-    if maps.ndim == 3:
-        maps = maps[np.newaxis]
-    if maps.ndim != 4:
-        raise ValueError(
-            f"expected feature maps of shape (N, H, W, C) or (H, W, C), got {maps.shape}: "
-            "a Dense layer's output is not a feature map."
-        )
-    return maps
+    return validate.batch_maps(maps)
 
 
 def activation_stats(maps) -> dict:
@@ -32,7 +25,8 @@ def activation_stats(maps) -> dict:
     """
     if isinstance(maps, dict):
         return {name: activation_stats(m) for name, m in maps.items()}
-    flat = _batch_maps(maps).reshape(-1, np.shape(maps)[-1])
+    batch = _batch_maps(maps)
+    flat = batch.reshape(-1, batch.shape[-1])
     return {
         "mean": flat.mean(axis=0),
         "std": flat.std(axis=0),
@@ -54,6 +48,7 @@ def dead_filters(maps, threshold: float = 0.0) -> np.ndarray:
         The dead channels' indices, ascending (int array, possibly empty).
     """
     flat = _batch_maps(maps)
+    threshold = validate.number(threshold, "threshold")
     return np.flatnonzero(flat.max(axis=(0, 1, 2)) <= threshold)
 
 
@@ -67,39 +62,83 @@ def top_channels(maps, k: int = 5) -> np.ndarray:
     Returns:
         Shape (k,) for one image, (N, k) for a batch.
     """
+    batch = _batch_maps(maps)
     array = np.asarray(maps)
-    batch = _batch_maps(array)
     channels = batch.shape[-1]
+    k = validate.integer(k, "k")
     if not 1 <= k <= channels:
-        raise ValueError(f"k must be between 1 and the {channels} channels, got {k}.")
+        raise OptionError(f"k must be between 1 and the {channels} channels, got {k}.")
     means = batch.mean(axis=(1, 2))
     order = np.argsort(-means, axis=1, kind="stable")[:, :k]
     return order[0] if array.ndim == 3 or array.shape[0] == 1 else order
 
 
-def filter_weights(model, layer: str) -> np.ndarray:
-    """A conv layer's kernels.
+def kernel_parts(model, layer) -> tuple[str, dict[str, np.ndarray]]:
+    """A conv layer's kernels, named by what they are, in one axis order.
+
+    Every kind is returned as (kernel height, kernel width, inputs, outputs) (1-D: (width,
+    inputs, outputs)), whatever order Keras stores it in:
+
+    * ``Conv2D`` (and ``Conv3D`` sliced at its middle depth): ``{"kernel": (kh, kw, in, filters)}``;
+    * ``DepthwiseConv2D``: ``{"depthwise": (kh, kw, in, multiplier)}``: one kernel per input
+      channel (and per multiplier), each seeing only its own channel;
+    * ``SeparableConv2D``: ``{"depthwise": (kh, kw, in, multiplier), "pointwise": (1, 1, in *
+      multiplier, filters)}``: a depthwise part, then a 1x1 mixing of channels;
+    * ``Conv2DTranspose``: ``{"kernel": (kh, kw, in, filters)}``: Keras stores it as
+      (kh, kw, filters, in), and it is swapped back here;
+    * ``Conv1D``: ``{"kernel": (width, in, filters)}``: 1-D strips.
 
     Args:
         model: A built Keras model.
-        layer: The conv layer's name (nested models' layers included).
+        layer: The conv layer: name, index or layer object (nested models' layers included).
 
     Returns:
-        float32 array (kernel height, kernel width, input channels, filters).
+        ``(kind, parts)``: the layer's class name and its float32 kernel arrays.
 
     Raises:
-        LayerError: No such layer, or a layer without a 4-D kernel.
+        LayerError: No such layer, or a layer without a convolution kernel.
     """
+    import keras
+
     from course.activations import conv_layer_names, find_layer
 
     found = find_layer(model, layer)
-    weights = found.get_weights()
-    if not weights or np.ndim(weights[0]) != 4:
+    kind = type(found).__name__
+    name = getattr(found, "name", layer)
+    if isinstance(found, keras.layers.SeparableConv2D):
+        parts = {"depthwise": found.depthwise_kernel, "pointwise": found.pointwise_kernel}
+    elif isinstance(found, keras.layers.DepthwiseConv2D):
+        parts = {"depthwise": found.kernel}
+    elif isinstance(found, keras.layers.Conv2DTranspose):
+        parts = {"kernel": np.swapaxes(np.asarray(found.kernel), 2, 3)}
+    elif isinstance(found, keras.layers.Conv3D):
+        kernel = np.asarray(found.kernel)
+        parts = {"kernel": kernel[kernel.shape[0] // 2]}
+    elif isinstance(found, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        parts = {"kernel": found.kernel}
+    else:
         raise LayerError(
-            f"layer '{layer}' has no convolution kernel (a {type(found).__name__}); "
-            f"conv layers: {conv_layer_names(model)}"
+            f"layer '{name}' has no convolution kernel (a {kind}); conv layers: {conv_layer_names(model)}"
         )
-    return np.asarray(weights[0], dtype=np.float32)
+    return kind, {part: np.asarray(value, dtype=np.float32) for part, value in parts.items()}
+
+
+def filter_weights(model, layer) -> np.ndarray:
+    """A conv layer's kernels (for a separable layer, its depthwise part).
+
+    Args:
+        model: A built Keras model.
+        layer: The conv layer: name, index or layer object (nested models' layers included).
+
+    Returns:
+        float32 array (kernel height, kernel width, input channels, filters) (see
+        :func:`kernel_parts` for each kind's axes; Conv1D gives (width, inputs, filters)).
+
+    Raises:
+        LayerError: No such layer, or a layer without a convolution kernel.
+    """
+    _, parts = kernel_parts(model, layer)
+    return parts.get("kernel", parts.get("depthwise"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,13 +150,30 @@ def _per_image(model, x, layer: str, reduce, batch_size: int) -> np.ndarray:
     """``reduce(maps)`` of one layer, batch by batch, so memory stays bounded by ``batch_size``."""
     from course.activations import extract_feature_maps
 
+    batch_size = validate.integer(batch_size, "batch_size", 1)
     if len(x) == 0:
-        raise ValueError("the set of images is empty: give at least one image.")
+        raise InputShapeError("the set of images is empty: give at least one image.")
     parts = [
         reduce(extract_feature_maps(model, x[start : start + batch_size], layer, batch_size)[layer])
         for start in range(0, len(x), batch_size)
     ]
     return np.concatenate(parts)
+
+
+def _images_and_labels(model, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Images checked against the model and integer labels, one per image."""
+    from course.tracing import input_shape
+
+    x = validate.images(x, input_shape(model), "x")
+    labels = validate.array(y, "y")
+    if not np.issubdtype(labels.dtype, np.integer) and not np.all(np.mod(labels, 1) == 0):
+        raise InputError(f"y must hold integer class labels, got values such as {labels.ravel()[:3]}.")
+    labels = labels.astype(int).ravel()
+    if labels.min() < 0:
+        raise InputError(f"y holds negative labels (min {labels.min()}): class labels are 0, 1, 2, ...")
+    if len(x) != len(labels):
+        raise InputShapeError(f"got {len(x)} images but {len(labels)} labels: give one label per image.")
+    return x, labels
 
 
 def mean_activation_by_class(model, x, y, layer: str, batch_size: int = 512) -> np.ndarray:
@@ -138,9 +194,7 @@ def mean_activation_by_class(model, x, y, layer: str, batch_size: int = 512) -> 
         ValueError: ``x`` and ``y`` of different lengths, or no images.
         LayerError: An unknown layer, or one without feature maps.
     """
-    y = np.asarray(y).astype(int).ravel()
-    if len(x) != len(y):
-        raise ValueError(f"got {len(x)} images but {len(y)} labels: give one label per image.")
+    x, y = _images_and_labels(model, x, y)
     means = _per_image(model, x, layer, lambda maps: maps.mean(axis=(1, 2)), batch_size)
     table = np.full((int(y.max()) + 1, means.shape[1]), np.nan, np.float32)
     for label in np.unique(y):
@@ -173,12 +227,17 @@ def top_activating_images(
         ValueError: A channel or k out of range.
         LayerError: An unknown layer, or one without feature maps.
     """
+    from course.tracing import input_shape
+
+    x = validate.images(x, input_shape(model), "x")
+    k = validate.integer(k, "k")
     if not 1 <= k <= len(x):
-        raise ValueError(f"k must be between 1 and the {len(x)} images, got {k}.")
+        raise OptionError(f"k must be between 1 and the {len(x)} images, got {k}.")
+    channel = validate.integer(channel, "channel", 0)
 
     def channel_mean(maps):
         if not 0 <= channel < maps.shape[-1]:
-            raise ValueError(
+            raise OptionError(
                 f"layer '{layer}' has channels 0..{maps.shape[-1] - 1}, got channel {channel}."
             )
         return maps[..., channel].mean(axis=(1, 2))
@@ -209,9 +268,7 @@ def misclassified(model, x, y, layer: str | None = None, batch_size: int = 512) 
     """
     from course.activations import conv_layer_names, extract_feature_maps
 
-    y = np.asarray(y).astype(int).ravel()
-    if len(x) != len(y):
-        raise ValueError(f"got {len(x)} images but {len(y)} labels: give one label per image.")
+    x, y = _images_and_labels(model, x, y)
     layer = conv_layer_names(model)[0] if layer is None else layer
     outputs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     predictions = outputs.argmax(axis=1)
@@ -251,12 +308,21 @@ def project_maps(maps, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ValueError: Fewer than 2 images, or more components than images or features.
     """
-    flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+    values = validate.array(maps, "maps")
+    if values.ndim == 3:
+        raise InputShapeError(
+            f"maps of shape {values.shape} look like ONE image's (H, W, C) maps; PCA needs many images: "
+            "pass a batch (N, H, W, C), e.g. extract_feature_maps(model, x_test[:500], layer)[layer]."
+        )
+    if values.ndim < 2:
+        raise InputShapeError(f"PCA needs (N, features) or (N, H, W, C) values, got shape {values.shape}.")
+    flat = values.astype(np.float64).reshape(len(values), -1)
     count, features = flat.shape
+    n_components = validate.integer(n_components, "n_components")
     if count < 2:
-        raise ValueError(f"PCA needs at least 2 images, got {count}.")
+        raise InputShapeError(f"PCA needs at least 2 images, got {count}.")
     if not 1 <= n_components <= min(count, features):
-        raise ValueError(
+        raise OptionError(
             f"n_components must be between 1 and {min(count, features)} "
             f"(images: {count}, features: {features}), got {n_components}."
         )

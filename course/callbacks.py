@@ -16,14 +16,17 @@ from __future__ import annotations
 import os
 
 import keras
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
 
+from course import validate
 from course.activations import conv_layer_names, extract_feature_maps
 from course.analysis import filter_weights
+from course.errors import InputShapeError
 from course.normalize import normalize_maps
-from course.plotting import GAP_COLOR, montage
+from course.plotting import (
+    montage,
+    plot_maps_across_epochs,  # noqa: F401  (its old home; drawn in the plotting layer)
+)
 
 
 def _kernels(weights: np.ndarray) -> np.ndarray:
@@ -54,8 +57,13 @@ class FeatureMapLogger(keras.callbacks.Callback):
 
     def __init__(self, images, layers=None, log_dir: str | os.PathLike | None = None, ncols: int = 8):
         super().__init__()
-        batch = np.asarray(images, dtype=np.float32)
+        batch = validate.array(images, "images").astype(np.float32)
+        if batch.ndim not in (3, 4):
+            raise InputShapeError(
+                f"images of shape {batch.shape}: expected one image (H, W, C) or a few (N, H, W, C)."
+            )
         self.images = batch[np.newaxis] if batch.ndim == 3 else batch
+        validate.integer(ncols, "ncols", 1)
         self.layers = [layers] if isinstance(layers, str) else layers
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.ncols = ncols
@@ -74,9 +82,11 @@ class FeatureMapLogger(keras.callbacks.Callback):
         filters = {}
         for name in names:
             try:
-                filters[name] = _kernels(filter_weights(self.model, name))
+                kernels = filter_weights(self.model, name)
             except ValueError:  # a layer without a kernel (pooling): maps only
                 continue
+            if kernels.ndim == 4:
+                filters[name] = _kernels(kernels)
         snapshot = {"epoch": epoch, "maps": maps, "filters": filters}
         self.snapshots.append(snapshot)
         if self.log_dir is not None:
@@ -118,73 +128,3 @@ class FeatureMapLogger(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-def plot_maps_across_epochs(
-    snapshots,
-    layer: str,
-    kind: str = "maps",
-    image_index: int = 0,
-    channels=None,
-) -> Figure:
-    """The same feature maps (or filters) at initialisation and after every epoch, one row each.
-
-    Args:
-        snapshots: ``FeatureMapLogger.snapshots``, or the logger itself.
-        layer: One of the logged layers.
-        kind: ``"maps"`` (each map scaled on its own, to compare patterns) or ``"filters"``
-            (one symmetric scale over all epochs, so you see the weights grow).
-        image_index: Which logged image's maps to show.
-        channels: Channel indices to show; default the first 8.
-
-    Returns:
-        A Figure with one row per snapshot and one column per channel.
-
-    Raises:
-        ValueError: No snapshots, an unknown layer or kind, or an image index out of range.
-    """
-    snapshots = getattr(snapshots, "snapshots", snapshots)
-    if not snapshots:
-        raise ValueError("no snapshots yet: train with the FeatureMapLogger callback first.")
-    if kind not in ("maps", "filters"):
-        raise ValueError(f"kind must be 'maps' or 'filters', got {kind!r}.")
-    available = list(snapshots[0][kind])
-    if layer not in available:
-        raise ValueError(f"layer '{layer}' has no logged {kind}; logged layers: {available}.")
-    if kind == "maps":
-        count = len(snapshots[0]["maps"][layer])
-        if not 0 <= image_index < count:
-            raise ValueError(f"image_index must be in 0..{count - 1}, got {image_index}.")
-        rows = [normalize_maps(s["maps"][layer][image_index], "per_map") for s in snapshots]
-        cmap, gap, vmin, vmax = "gray", GAP_COLOR, 0.0, 1.0
-    else:
-        rows = [s["filters"][layer] for s in snapshots]
-        limit = max(float(np.abs(r).max()) for r in rows) or 1.0
-        cmap, gap, vmin, vmax = "RdBu_r", "black", -limit, limit
-    total = rows[0].shape[-1]
-    channels = list(range(min(8, total))) if channels is None else list(channels)
-    if not channels or min(channels) < 0 or max(channels) >= total:
-        raise ValueError(f"channels must be in 0..{total - 1}, got {channels}.")
-    height, width = rows[0].shape[:2]
-    fig = Figure(
-        figsize=(1.1 * len(channels) + 1.6, 1.1 * len(rows) * height / width + 0.8),
-        layout="constrained",
-    )
-    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
-    colormap = matplotlib.colormaps[cmap].with_extremes(bad=gap)
-    for ax, snapshot, row in zip(axes, snapshots, rows):
-        shown = ax.imshow(
-            montage(row[..., channels], ncols=len(channels)), cmap=colormap, vmin=vmin, vmax=vmax,
-            interpolation="nearest",
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
-        label = "init" if snapshot["epoch"] == 0 else f"epoch {snapshot['epoch']}"
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    for col, channel in enumerate(channels):
-        axes[0].text(col * (width + 1) + width / 2 - 0.5, -1, str(channel), ha="center", va="bottom", fontsize=8)
-    what = "feature maps (each scaled on its own)" if kind == "maps" else "filters (one shared scale)"
-    fig.suptitle(f"'{layer}' {what}: initialisation, then after each epoch", fontsize=10)
-    if kind == "filters":
-        fig.colorbar(shown, ax=list(axes), shrink=0.8, label="weight")
-    return fig

@@ -1,7 +1,8 @@
 """Load MNIST: find the file, check it is the real MNIST, and scale it for the CNN.
 
 Look-up order: an explicit ``path`` (file or folder), then ``$COURSE_DATA_DIR``, then the
-project's ``datasets/`` folder, then keras' cache, then a download through
+project's ``datasets/`` folder (``./datasets`` outside a checkout), then keras' cache
+(``$KERAS_HOME/datasets``, default ``~/.keras/datasets``), then a download through
 ``keras.utils.get_file``. Whatever the source, the *content* of each array is checked
 against its published sha256 (the zip container carries timestamps, so its own hash is not
 stable), and a bad file stops everything with a message that says how to fix it.
@@ -31,10 +32,11 @@ EXPECTED = {
     "y_test": ((10000,), "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5"),
 }
 
-_FIX = (
-    "Delete it and run again to download a fresh copy, or copy a good mnist.npz into "
-    "the project's datasets/ folder (or point $COURSE_DATA_DIR at a folder holding one)."
-)
+def _fix() -> str:
+    return (
+        "Delete it and run again to download a fresh copy, or copy a good mnist.npz into "
+        f"{_paths.data_dir()} (or point $COURSE_DATA_DIR at a folder holding one)."
+    )
 
 
 def content_hash() -> str:
@@ -45,8 +47,7 @@ def content_hash() -> str:
 
 def keras_cache_file() -> Path:
     """Where ``keras.datasets.mnist.load_data()`` keeps its copy."""
-    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
-    return home / "datasets" / FILENAME
+    return _paths.keras_datasets_dir() / FILENAME
 
 
 def candidate_files(path: str | os.PathLike | None = None) -> list[Path]:
@@ -61,9 +62,7 @@ def candidate_files(path: str | os.PathLike | None = None) -> list[Path]:
     if path is not None:
         path = Path(path)
         return [path / FILENAME if path.is_dir() else path]
-    folders = [Path(os.environ["COURSE_DATA_DIR"])] if os.environ.get("COURSE_DATA_DIR") else []
-    folders.append(_paths.PROJECT_ROOT / "datasets")
-    return [folder / FILENAME for folder in folders] + [keras_cache_file()]
+    return [folder / FILENAME for folder in _paths.data_folders()] + [keras_cache_file()]
 
 
 def read_arrays(file: Path) -> dict[str, np.ndarray]:
@@ -85,7 +84,7 @@ def read_arrays(file: Path) -> dict[str, np.ndarray]:
             if missing:
                 raise DatasetError(
                     f"{file} has arrays {sorted(npz.files)}, expected {sorted(EXPECTED)} "
-                    f"(missing {missing}): it is not keras' mnist.npz. {_FIX}"
+                    f"(missing {missing}): it is not keras' mnist.npz. {_fix()}"
                 )
             arrays = {key: npz[key] for key in EXPECTED}
     except DatasetError:
@@ -94,20 +93,20 @@ def read_arrays(file: Path) -> dict[str, np.ndarray]:
         size = file.stat().st_size if file.exists() else 0
         raise DatasetError(
             f"{file} ({size:,} bytes) cannot be read as an .npz archive "
-            f"({type(exc).__name__}: {exc}); it is probably truncated or not MNIST. {_FIX}"
+            f"({type(exc).__name__}: {exc}); it is probably truncated or not MNIST. {_fix()}"
         ) from None
     for key, (shape, digest) in EXPECTED.items():
         array = arrays[key]
         if array.shape != shape or array.dtype != np.uint8:
             raise DatasetError(
                 f"{file}: array '{key}' is {array.dtype} of shape {array.shape}, expected "
-                f"uint8 of shape {shape}. {_FIX}"
+                f"uint8 of shape {shape}. {_fix()}"
             )
         actual = hashlib.sha256(array.tobytes()).hexdigest()
         if actual != digest:
             raise DatasetError(
                 f"{file}: array '{key}' has the right shape but not MNIST's content "
-                f"(sha256 {actual[:12]}..., expected {digest[:12]}...). {_FIX}"
+                f"(sha256 {actual[:12]}..., expected {digest[:12]}...). {_fix()}"
             )
     return arrays
 

@@ -14,8 +14,20 @@ class LayerError(CourseError, ValueError):
     """A layer name that does not exist, or a layer whose output is not a feature map."""
 
 
-class InputShapeError(CourseError, ValueError):
-    """Images whose shape does not fit the model."""
+class InputError(CourseError, ValueError, TypeError):
+    """Input data (images, maps, heatmaps) of the wrong type, dtype or values (NaN, Inf, empty)."""
+
+
+class InputShapeError(InputError):
+    """Images (or maps) whose shape does not fit the model (or the function)."""
+
+
+class ModelError(CourseError, ValueError, TypeError):
+    """Not a Keras model, or a model the tools cannot re-trace (subclassed, several inputs)."""
+
+
+class OptionError(CourseError, ValueError, TypeError):
+    """An option out of its range or of the wrong type (``steps=0``, ``ncols=-1``, ``channel=1.7``)."""
 
 
 class ReferenceNotAllowed(CourseError, AssertionError):

@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 
 from course import _paths, data
+from course.errors import OptionError
 
 MODEL_FILENAME = "seed_cnn.keras"
 CACHE_FORMAT = 1
@@ -95,12 +96,12 @@ def learning_rate(recipe: Recipe, train_images: int):
         train_images: Images trained on per epoch (after the validation split).
 
     Raises:
-        ValueError: An unknown ``recipe.schedule``.
+        OptionError: An unknown ``recipe.schedule`` (a ValueError).
     """
     if recipe.schedule == "constant":
         return recipe.learning_rate
     if recipe.schedule != "cosine":
-        raise ValueError(
+        raise OptionError(
             f"Recipe.schedule must be 'cosine' or 'constant', got {recipe.schedule!r}."
         )
     steps = math.ceil(train_images / recipe.batch_size) * recipe.epochs

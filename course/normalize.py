@@ -21,6 +21,9 @@ import warnings
 
 import numpy as np
 
+from course import validate
+from course.errors import InputShapeError
+
 MODES = ("per_map", "per_layer", "global", "robust")
 
 
@@ -49,15 +52,16 @@ def normalize_maps(maps, mode: str = "per_map", percentiles: tuple[float, float]
         float32 array(s) of the same shape, in [0, 1]; a dict for a dict.
 
     Raises:
-        ValueError: An unknown mode, or maps that are not 3-D or 4-D.
+        OptionError: An unknown mode.
+        InputError: Maps that are not numbers, or empty.
+        InputShapeError: Maps that are not 3-D or 4-D.
     """
     if isinstance(maps, dict):
         return {name: normalize_maps(m, mode, percentiles) for name, m in maps.items()}
-    if mode not in MODES:
-        raise ValueError(f"unknown normalization mode {mode!r}; choose one of {MODES}.")
-    maps = np.asarray(maps, dtype=np.float32)
+    validate.choice(mode, "normalization mode", MODES)
+    maps = validate.maps_array(maps).astype(np.float32)
     if maps.ndim not in (3, 4):
-        raise ValueError(
+        raise InputShapeError(
             f"feature maps must have shape (H, W, C) or (N, H, W, C), got {maps.shape}: "
             "a Dense layer's output (N, units) is not a feature map."
         )
@@ -93,4 +97,5 @@ def normalize_maps(maps, mode: str = "per_map", percentiles: tuple[float, float]
 
 def to_uint8(maps) -> np.ndarray:
     """Maps already in [0, 1] as uint8 0..255 (for saving as PNG); values outside are clipped."""
-    return np.round(np.clip(np.asarray(maps, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    values = validate.maps_array(maps).astype(np.float32)
+    return np.round(np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)

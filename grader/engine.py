@@ -56,25 +56,32 @@ class Limits:
 
 
 # ------------------------------------------------------------------------------ environment
-def course_dirs() -> dict[str, str]:
-    """The folders sandboxes read the course's data and trained models from (``course._paths``,
-    loaded on its own: importing ``course`` would import TensorFlow into the grader)."""
+def _course_paths():
+    """``course._paths`` (the one place of the course's folders), loaded on its own: importing
+    ``course`` would import TensorFlow into the grader."""
     import importlib.util
 
     location = importlib.util.find_spec("course").submodule_search_locations[0]
     spec = importlib.util.spec_from_file_location("_course_paths", os.path.join(location, "_paths.py"))
     paths = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(paths)
+    return paths
+
+
+def course_dirs() -> dict[str, str]:
+    """The folders sandboxes read the course's data and trained models from."""
+    paths = _course_paths()
     return {"COURSE_MODEL_DIR": str(paths.model_dir()), "COURSE_DATA_DIR": str(paths.data_dir())}
 
 
 def read_paths() -> list[str]:
     """What a sandbox may read: Python, the installed packages, ``course/`` and ``grader/``, the
-    trained models and the data; nothing that depends on the current directory."""
+    trained models and the data (keras' cache under ``$KERAS_HOME`` too); nothing that depends on
+    the current directory."""
     import importlib.util
 
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, *course_dirs().values(),
-             str(Path.home() / ".keras" / "datasets")}
+             str(_course_paths().keras_datasets_dir())}
     for name in ("course", "grader"):
         spec = importlib.util.find_spec(name)
         paths |= set(spec.submodule_search_locations or [])

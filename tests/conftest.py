@@ -129,3 +129,67 @@ def mnist():
 def trained_model():
     """The course's trained model: loaded from models/ or trained once (about a minute)."""
     return course.load_or_train_model()
+
+
+def transfer_model(base: str = "mobilenet", size: int = 32) -> keras.Model:
+    """The standard transfer-learning shape: an applications base (``weights=None``) nested in a
+    functional model, then pooling and a Dense softmax head."""
+    keras.utils.set_random_seed(5)
+    if base == "mobilenet":
+        backbone = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(size, size, 3))
+    else:
+        backbone = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(size, size, 3))
+    inputs = keras.Input((size, size, 3), name="photo")
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(inputs))
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="head")(pooled), name="transfer")
+
+
+def reused_sequential() -> keras.Model:
+    """A Sequential CNN used twice inside a functional model (a reused model: shared weights),
+    itself nested in a second functional model: three levels deep."""
+    body = tiny_sequential(name="shared_body")
+    inputs = keras.Input((12, 12, 1), name="x")
+    twice = keras.layers.Add(name="sum")([body(inputs), body(keras.layers.Rescaling(0.5, name="half")(inputs))])
+    middle = keras.Model(inputs, twice, name="middle")
+    outer_in = keras.Input((12, 12, 1), name="outer_x")
+    return keras.Model(outer_in, keras.layers.Dense(2, name="final")(middle(outer_in)), name="deep")
+
+
+def sequential_base_model() -> keras.Sequential:
+    """A Sequential conv base inside a Sequential classifier (the default Grad-CAM layer lives in the base)."""
+    keras.utils.set_random_seed(6)
+    base = keras.Sequential(
+        [keras.Input((12, 12, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="b1"),
+         keras.layers.Conv2D(5, 3, activation="relu", name="b2")], name="base",
+    )
+    return keras.Sequential(
+        [keras.Input((12, 12, 1)), base, keras.layers.GlobalAveragePooling2D(name="gap"),
+         keras.layers.Dense(3, activation="softmax", name="probs")], name="on_base",
+    )
+
+
+#: name -> factory of every model kind the public API must handle (shared by the tests).
+MODEL_KINDS = {
+    "sequential": tiny_sequential,
+    "sequential_input_shape": lambda: tiny_sequential(with_input=False),
+    "functional": tiny_functional,
+    "nested_sequential_in_functional": tiny_nested,
+    "reused_sequential_3_deep": reused_sequential,
+    "sequential_base": sequential_base_model,
+}
+
+
+def conv_kinds_model() -> keras.Model:
+    """One layer of every conv kind: depthwise (multiplier 2), separable, transposed, and a Conv1D
+    branch over the image's rows."""
+    layers = keras.layers
+    keras.utils.set_random_seed(8)
+    inputs = keras.Input((12, 12, 3), name="rgb")
+    depth = layers.DepthwiseConv2D(3, depth_multiplier=2, name="depth")(inputs)  # 3 inputs x 2 = 6 maps
+    sep = layers.SeparableConv2D(5, 3, name="sep")(depth)  # depthwise 3x3 on 6, then 6 -> 5 pointwise
+    up = layers.Conv2DTranspose(4, (3, 2), name="up")(sep)  # kernel stored (3, 2, 4 filters, 5 inputs)
+    rows = layers.Reshape((12, 36), name="rows")(inputs)
+    strip = layers.Conv1D(7, 5, name="strip")(rows)  # kernel (5, 36, 7)
+    merged = layers.Concatenate(name="cat")([layers.GlobalAveragePooling2D(name="gap")(up),
+                                             layers.GlobalAveragePooling1D(name="gap1")(strip)])
+    return keras.Model(inputs, layers.Dense(2, name="kinds_out")(merged), name="conv_kinds")

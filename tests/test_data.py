@@ -19,8 +19,10 @@ REAL_FILE = _paths.PROJECT_ROOT / "datasets" / "mnist.npz"
 
 @pytest.fixture
 def no_local_copy(tmp_path, monkeypatch):
-    """Hide every local copy: empty project folder, data folder and keras home."""
+    """Hide every local copy: not a checkout (an empty project folder), an empty current
+    directory, no data folder, an empty keras home."""
     monkeypatch.setattr(_paths, "PROJECT_ROOT", tmp_path / "project")
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     return tmp_path
@@ -126,3 +128,27 @@ def test_corrupt_download_is_refused_and_kept_aside(no_local_copy, http_server, 
         data.load_mnist()
     cache = no_local_copy / "keras_home" / "datasets"
     assert (cache / "mnist.npz.corrupt").is_file() and not (cache / "mnist.npz").exists()
+
+
+def test_outside_a_checkout_the_message_names_a_folder_that_is_searched(no_local_copy, monkeypatch):
+    """Installed (not a checkout), the fix the message gives must work: the folder it names is searched."""
+    assert _paths.checkout_root() is None
+    with pytest.raises(DatasetError) as error:
+        data.locate(allow_download=False)
+    message = str(error.value)
+    named = Path(message.split("Copy mnist.npz into ")[1].rstrip("."))
+    assert named == no_local_copy / "datasets"
+    named.mkdir()
+    shutil.copy(REAL_FILE, named / "mnist.npz")
+    assert data.locate(allow_download=False) == named / "mnist.npz"
+
+
+def test_keras_home_is_honoured_by_the_package_and_the_grader(tmp_path, monkeypatch):
+    from grader import engine
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    (tmp_path / "kh" / "datasets").mkdir(parents=True)
+    assert data.keras_cache_file() == tmp_path / "kh" / "datasets" / "mnist.npz"
+    assert str(tmp_path / "kh" / "datasets") in engine.read_paths()
+    monkeypatch.delenv("KERAS_HOME")
+    assert _paths.keras_datasets_dir() == Path.home() / ".keras" / "datasets"

@@ -12,7 +12,7 @@ from conftest import region_model, tiny_functional, tiny_linear, tiny_nested, ti
 from matplotlib.figure import Figure
 
 import course
-from course.errors import InputShapeError, LayerError
+from course.errors import InputShapeError, LayerError, OptionError
 
 REGION = ((2, 8), (8, 14))  # rows, cols of region_model's default region (off the diagonal)
 
@@ -172,10 +172,13 @@ def test_grad_cam_works_on_every_kind_of_model(tiny_images, trained_model, mnist
     ]:
         cam = course.grad_cam(model, tiny_images[0], layer)
         assert cam.shape == (12, 12) and 0.0 <= cam.min() and cam.max() <= 1.0
-    # A layer of a Sequential nested in a functional model is traced apart from the score:
-    # a clear error instead of a wrong or empty heatmap.
-    with pytest.raises(LayerError, match="not computed through"):
-        course.grad_cam(tiny_nested(), tiny_images[0], "c1")
+    # A layer of a Sequential nested in a functional model is re-traced in the same pass as the
+    # score: its heatmap equals the one of the same layers in a flat Sequential model.
+    nested = tiny_nested()
+    flat = keras.Sequential([keras.Input((12, 12, 1)), *nested.get_layer("body").layers, nested.get_layer("head")])
+    np.testing.assert_allclose(
+        course.grad_cam(nested, tiny_images[0], "c1"), course.grad_cam(flat, tiny_images[0], "c1"), atol=1e-6
+    )
     (_, _), (x_test, _) = mnist
     assert course.last_conv_layer(trained_model) == "conv2"
     cam = course.grad_cam(trained_model, x_test[0])
@@ -219,6 +222,37 @@ def test_plot_overlay_draws_the_heatmap_on_the_image(tiny_images):
     assert "all zero" in zero.axes[0].get_title()
 
 
+def test_nan_or_inf_input_is_refused_never_explained_as_an_all_zero_heatmap(tiny_images):
+    """One NaN pixel used to give an all-zero Grad-CAM and saliency (and plot_overlay blamed Grad-CAM)."""
+    model = tiny_sequential()
+    for bad, words in ((np.nan, "1 NaN and 0 Inf"), (np.inf, "0 NaN and 1 Inf")):
+        image = tiny_images[0].copy()
+        image[3, 3, 0] = bad
+        for explain in (course.grad_cam, course.saliency_map):
+            with pytest.raises(course.errors.InputError, match=f"contain {words} values out of 144.*nan_to_num"):
+                explain(model, image)
+        with pytest.raises(course.errors.InputError, match="NaN"):
+            course.extract_feature_maps(model, image)
+    with pytest.raises(course.errors.InputError, match="NaN"):
+        course.maximize_activation(model, "c1", 0, steps=2, start=np.full((12, 12, 1), np.nan))
+
+
+def test_options_that_used_to_ruin_activation_maximization_are_refused(tiny_images):
+    model = tiny_sequential()
+    for options, words in [
+        ({"blur_sigma": 0}, "blur_sigma must be > 0.0"), ({"value_range": (1.0, 0.0)}, "low < high"),
+        ({"steps": -1}, "steps must be >= 1"), ({"channel": 1.7}, "channel must be a whole number"),
+    ]:
+        with pytest.raises(OptionError, match=words):
+            course.maximize_activation(model, "c1", **{"channel": 0, "steps": 3, **options})
+    # A whole float channel is that channel; blur_sigma is irrelevant without blurring.
+    np.testing.assert_array_equal(
+        course.maximize_activation(model, "c1", 1.0, steps=3),
+        course.maximize_activation(model, "c1", 1, steps=3),
+    )
+    assert course.maximize_activation(model, "c1", 1, steps=3, blur_every=0, blur_sigma=0).shape == (12, 12, 1)
+
+
 # ------------------------------------------------------------------ activation maximization
 
 
@@ -236,7 +270,7 @@ def test_maximize_activation_raises_the_channel_far_above_random_and_real_inputs
         assert preferred.min() >= 0.0 and preferred.max() <= 1.0
         channels = np.arange(count)
 
-        def own_channel(images, layer=layer):
+        def own_channel(images, layer=layer, channels=channels):
             maps = course.extract_feature_maps(trained_model, images, layer)[layer]
             return maps[channels, :, :, channels].mean(axis=(1, 2))
 
@@ -258,9 +292,14 @@ def test_maximize_activation_one_channel_and_options(tiny_images):
     one = course.maximize_activation(model, "c1", 2, steps=20, seed=1)
     assert one.shape == (12, 12, 1)
     np.testing.assert_array_equal(one, course.maximize_activation(model, "c1", [2], steps=20, seed=1)[0])
-    started = course.maximize_activation(model, "c1", [0, 1], steps=0, start=tiny_images[0])
-    np.testing.assert_array_equal(started[1], tiny_images[0])
-    with pytest.raises(ValueError, match="channels 0..3"):
+    # One step of a small ascent from a given start: both channels start from that image.
+    started = course.maximize_activation(model, "c1", [0, 1], steps=1, learning_rate=1e-4, jitter=0, l2=0,
+                                         start=tiny_images[0])
+    np.testing.assert_allclose(started[1], tiny_images[0], atol=1e-3)
+    assert not np.array_equal(started[0], started[1])
+    with pytest.raises(OptionError, match="steps must be >= 1, got 0"):
+        course.maximize_activation(model, "c1", [0, 1], steps=0)
+    with pytest.raises(ValueError, match="channel must be in 0..3"):
         course.maximize_activation(model, "c1", 4)
     with pytest.raises(LayerError):
         course.maximize_activation(model, "out", 0)
@@ -326,8 +365,10 @@ def test_project_maps_finds_the_planted_directions():
     rng = np.random.default_rng(0)
     count = 400
     strong, weak = rng.normal(0, 5.0, count), rng.normal(0, 2.0, count)
-    axis_a = np.zeros((6, 6, 3)); axis_a[1, 2, 0] = 1.0
-    axis_b = np.zeros((6, 6, 3)); axis_b[4, 4, 2] = 1.0
+    axis_a = np.zeros((6, 6, 3))
+    axis_a[1, 2, 0] = 1.0
+    axis_b = np.zeros((6, 6, 3))
+    axis_b[4, 4, 2] = 1.0
     maps = strong[:, None, None, None] * axis_a + weak[:, None, None, None] * axis_b
     maps += rng.normal(0, 0.1, maps.shape) + 3.0
     coords, explained = course.project_maps(maps)

@@ -1,0 +1,282 @@
+"""The shared re-tracing core: run a model's own layers on a new ``keras.Input``, recording
+every layer's output on the way. Every tool of the package (feature maps, saliency, Grad-CAM,
+activation maximization) builds its models from one :func:`trace`.
+
+Why re-trace? On Keras 3 the classic ``keras.Model(model.inputs, layer.output)`` fails for every
+``Sequential`` model ("never been called"), and for a layer inside a model nested in another
+("not connected to inputs"): a nested model's layers were wired to the nested model's own input.
+Re-running the layers on one new input gives every layer's output, at any depth of nesting,
+as tensors of ONE graph that also computes the model's output, so a gradient of the output
+with respect to any of them exists. The layers (and so the trained weights) are shared: nothing
+is copied or retrained.
+
+How: a ``Sequential`` model's layers are called in order; a functional model's graph is run
+with ``keras.models.clone_model(model, clone_function=<the same layer>, call_function=...)``
+(its public hook for calling each layer of the graph in order), and a nested model met on the
+way is traced the same way, recursively. A layer called twice (a reused layer, or a nested
+model used twice) is recorded once per call: ``name``, then ``"<model>/name"``, then
+``"<model>/name#3"`` ...
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import keras
+
+from course.errors import LayerError, ModelError
+
+__all__ = ["Trace", "input_shape", "is_traceable", "score_model", "trace"]
+
+# model -> (number of layers when traced, Trace); weak so models can be freed.
+_TRACES: weakref.WeakKeyDictionary[keras.Model, tuple] = weakref.WeakKeyDictionary()
+# model -> {layer name or None: score model}.
+_SCORE_MODELS: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class Trace:
+    """What one re-trace recorded.
+
+    Attributes:
+        inputs: The new ``keras.Input`` tensor.
+        output: The model's output tensor, computed through the recorded tensors.
+        taps: ``{name: output tensor}`` of every layer call, in the order data flows.
+        layers: ``{name: layer}`` for the same names.
+        calls: ``{name: (args, kwargs)}``: the tensors each layer was called on.
+    """
+
+    inputs: object
+    output: object = None
+    taps: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)
+    calls: dict = field(default_factory=dict)
+
+    def shapes(self) -> dict[str, tuple]:
+        """``{name: output shape}`` (batch axis as None)."""
+        return {name: tuple(tensor.shape) for name, tensor in self.taps.items()}
+
+    def record(self, scope: str, layer, output, args, kwargs) -> None:
+        name = layer.name if layer.name not in self.taps else f"{scope}/{layer.name}"
+        base, count = name, 2
+        while name in self.taps:
+            name, count = f"{base}#{count}", count + 1
+        self.taps[name], self.layers[name], self.calls[name] = output, layer, (args, kwargs)
+
+
+def _is_functional(model) -> bool:
+    # A functional model has a graph of operations (subclassed models do not).
+    return isinstance(model, keras.Model) and not isinstance(model, keras.Sequential) and bool(
+        getattr(model, "operations", None)
+    ) and hasattr(model, "_run_through_graph")
+
+
+def is_traceable(model) -> bool:
+    """Whether ``model`` is a Sequential or functional Keras model (not a subclassed one)."""
+    return isinstance(model, keras.Sequential) or _is_functional(model)
+
+
+def check_model(model) -> None:
+    """Refuse, with one sentence, what is not a Sequential or functional Keras model.
+
+    Raises:
+        ModelError: Not a Keras model (a path, a string, None ...), or a subclassed model.
+    """
+    if not isinstance(model, keras.Model):
+        raise ModelError(
+            f"expected a Keras model, got {type(model).__name__} ({str(model)[:60]!r}): "
+            "pass a keras.Model, e.g. keras.models.load_model(path) for a saved one."
+        )
+    if not is_traceable(model):
+        raise ModelError(
+            f"model '{model.name}' is a subclassed {type(model).__name__}, whose layers cannot be "
+            "re-traced: build it as a Sequential or functional model (keras.Input, then layers)."
+        )
+
+
+def input_shape(model: keras.Model) -> tuple:
+    """The shape of one input of a built single-input model, without the batch axis.
+
+    Raises:
+        ModelError: Not a traceable Keras model, or one with several inputs.
+        LayerError: The model is not built.
+    """
+    check_model(model)
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise LayerError(
+            f"model '{model.name}' has not been built, so its layers have no outputs yet: "
+            "start it with keras.Input(shape=...) or call it once on a batch of images."
+        )
+    if len(inputs) != 1:
+        raise ModelError(
+            f"model '{model.name}' has {len(inputs)} inputs; the course's tools explain "
+            "single-input image models only: pass a model with one image input."
+        )
+    return tuple(inputs[0].shape[1:])
+
+
+def _call(layer, args, kwargs, record: Trace, scope: str):
+    if isinstance(layer, keras.layers.InputLayer):
+        return layer.output
+    if is_traceable(layer):
+        inner = args[0] if len(args) == 1 else list(args)
+        output = _run(layer, inner, record)
+    else:
+        output = layer(*args, **kwargs)
+    record.record(scope, layer, output, args, kwargs)
+    return output
+
+
+def _run(model, inputs, record: Trace):
+    if isinstance(model, keras.Sequential):
+        x = inputs
+        for layer in model.layers:
+            x = _call(layer, (x,), {}, record, model.name)
+        return x
+    outputs = []
+
+    def call_function(layer, *args, **kwargs):
+        result = _call(layer, args, kwargs, record, model.name)
+        outputs.append(result)
+        return result
+
+    structure = model.input if isinstance(model.input, (list, tuple, dict)) else None
+    if structure is not None and not isinstance(inputs, type(structure)):
+        inputs = type(structure)([inputs]) if isinstance(structure, (list, tuple)) else inputs
+    clone = keras.models.clone_model(
+        model, input_tensors=inputs, clone_function=lambda layer: layer, call_function=call_function
+    )
+    return clone.outputs[0] if len(clone.outputs) == 1 else clone.outputs
+
+
+def trace(model: keras.Model) -> Trace:
+    """Re-run ``model``'s layers on a new ``keras.Input``, recording every layer's output.
+
+    Args:
+        model: A built Keras model: Sequential (with ``keras.Input`` or ``input_shape=``, or
+            loaded from a ``.keras`` file) or functional, containing nested models at any depth
+            (reused layers included).
+
+    Returns:
+        A :class:`Trace`; nested models' layers are included (the nested model's own name maps
+        to its output).
+
+    Raises:
+        ModelError: Not a Keras model, a subclassed model, or one with several inputs.
+        LayerError: The model is not built.
+    """
+    check_model(model)
+    cached = _TRACES.get(model)
+    if cached is not None and cached[0] == len(model.layers):
+        return cached[1]
+    record = Trace(inputs=keras.Input(shape=input_shape(model)))
+    record.output = _run(model, record.inputs, record)
+    _TRACES[model] = (len(model.layers), record)
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# Class scores (logits) and maps of one forward pass: what saliency and Grad-CAM differentiate
+# --------------------------------------------------------------------------------------------
+
+
+def _applies_softmax(layer) -> bool:
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return getattr(getattr(layer, "activation", None), "__name__", None) == "softmax"
+
+
+class _WithoutSoftmax(keras.layers.Layer):
+    """Runs a layer of the model (shared, with its trained weights) without its softmax.
+
+    The model is not changed: the softmax is switched off only for the duration of this
+    layer's own call, and back on before it returns (also on an error).
+    """
+
+    def __init__(self, head, **kwargs):
+        # The head's dtype policy, so that a float64 (or mixed-precision) model is not cast.
+        super().__init__(name=f"{head.name}_logits", dtype=head.dtype_policy, **kwargs)
+        self.head = head
+
+    def call(self, *args, **kwargs):
+        if isinstance(self.head, keras.layers.Softmax):
+            return args[0]
+        saved = self.head.activation
+        self.head.activation = keras.activations.linear
+        try:
+            return self.head(*args, **kwargs)
+        finally:
+            self.head.activation = saved
+
+
+def _scores(traced: Trace):
+    """The class scores: the logits when the layer that computes the output applies softmax
+    (at any depth of nesting), else the output itself."""
+    for name, tensor in traced.taps.items():  # inner layers are recorded before their model
+        if tensor is traced.output and not isinstance(traced.layers[name], keras.Model):
+            layer = traced.layers[name]
+            if not _applies_softmax(layer):
+                return traced.output
+            args, kwargs = traced.calls[name]
+            return _WithoutSoftmax(layer)(*args, **kwargs)
+    return traced.output
+
+
+def score_model(model: keras.Model, layer=None) -> keras.Model:
+    """One model that returns the class scores (logits) and, optionally, a layer's maps.
+
+    Both come from the same forward pass (one :func:`trace`), so a ``tf.GradientTape`` can
+    differentiate the score with respect to the input or to the maps, for a layer at any depth
+    of nesting. The layers (and trained weights) are shared with ``model``; nothing is copied
+    or retrained.
+
+    Args:
+        model: A built Keras model (Sequential, functional or nested).
+        layer: A layer (name, index or object) whose output is a feature map, or None for
+            scores only.
+
+    Returns:
+        A ``keras.Model`` whose output is ``{"scores": (N, classes)}`` plus
+        ``"maps": (N, H, W, C)`` when ``layer`` is given. The scores are the logits when the
+        layer that computes the model's output applies softmax (as the course's model and
+        keras.applications models do), else the model's output.
+
+    Raises:
+        LayerError: An unknown layer, or one whose output is not a feature map.
+        ModelError: Not a Keras model, or one whose output is not one (N, classes) tensor.
+    """
+    from course.activations import resolve_layers
+
+    traced = trace(model)
+    name = None if layer is None else resolve_layers(model, layer, traced)[0]
+    cached = _SCORE_MODELS.setdefault(model, {})
+    if name not in cached:
+        output = traced.output
+        if not hasattr(output, "shape") or len(output.shape) != 2:
+            shape = getattr(output, "shape", f"{len(output)} outputs")
+            raise ModelError(
+                f"model '{model.name}' returns {shape}, not one (batch, classes) tensor of scores: "
+                "saliency and Grad-CAM explain a classifier's class scores."
+            )
+        outputs = {"scores": _scores(traced)}
+        if name is not None:
+            outputs["maps"] = traced.taps[name]
+        cached[name] = keras.Model(traced.inputs, outputs, name=f"{model.name}_scores")
+    return cached[name]
+
+
+def class_index(scores, index) -> int:
+    """The class to explain: ``index`` checked against the scores, or the predicted class."""
+    import numpy as np
+
+    from course import validate
+
+    classes = int(scores.shape[-1])
+    if index is None:
+        return int(np.argmax(np.asarray(scores)[0]))
+    return validate.integer(index, "class_index", 0, classes - 1)
