@@ -145,7 +145,8 @@ def _gradescope(all_grades: list[Grade], out: Path) -> int:
     written = 0
     for g in all_grades:
         if not g.graded:
-            print(f"not exported: {g.student}/{g.assignment}: the grader failed on it (rerun autograde)", file=sys.stderr)
+            print(f"not exported: {g.student}/{g.assignment}: the grader failed on it (rerun autograde)",
+                  file=sys.stderr)
             continue
         path = out / g.assignment / g.student / "results.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,8 @@ def test_damaged_data_is_could_not_run_not_a_bad_argument(tmp_path):
     """A truncated mnist.npz where the package looks first: refused, exit 3, one sentence."""
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mnist.npz").write_bytes((_paths.PROJECT_ROOT / "datasets" / "mnist.npz").read_bytes()[:5000])
-    result = run_cli("run", "--out", str(tmp_path / "out"), env={**os.environ, "COURSE_DATA_DIR": str(tmp_path / "data")})
+    env = {**os.environ, "COURSE_DATA_DIR": str(tmp_path / "data")}
+    result = run_cli("run", "--out", str(tmp_path / "out"), env=env)
     assert result.returncode == 3, result.stderr
     errors = [line for line in result.stderr.splitlines() if not line.startswith("[")]
     assert len(errors) == 1 and errors[0].startswith("error: ") and "mnist.npz" in errors[0], result.stderr

@@ -139,7 +139,8 @@ def test_renamed_copy_with_mistakes_names_its_assignment_and_the_notebooks_sente
 
     name = "02_first_layer_maps"
     wrong = {
-        "make_activation_model": "def make_activation_model(model, layer_name):\n    return model.get_layer(layer_name).output",
+        "make_activation_model": ("def make_activation_model(model, layer_name):\n"
+                                  "    return model.get_layer(layer_name).output"),
         "get_feature_maps": ("def get_feature_maps(model, image, layer_name):\n"
                              "    sub = keras.Model(model.inputs[0], model.get_layer(layer_name).output)\n"
                              "    return np.asarray(sub(image))[0]"),

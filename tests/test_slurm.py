@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from submissions import trust
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
