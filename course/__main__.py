@@ -206,28 +206,14 @@ def explain(out: Path, mobilenet: bool = True, progress: Progress | None = None)
     summary: dict = {}
 
     progress("saliency and SmoothGrad of 4 digits")
-    fig = Figure(figsize=(7.5, 2.0 * 4), layout="constrained")
-    axes = fig.subplots(4, 3)
-    for row, index in zip(axes, digits[:4]):
-        image = x_test[index]
-        vanilla = course.saliency_map(model, image)
-        smooth = course.saliency_map(model, image, smooth_samples=30)
-        for ax, picture, title in zip(row, (image[..., 0], vanilla, smooth),
-                                      (f"test #{index} (label {y_test[index]})", "saliency", "SmoothGrad (30)")):
-            ax.imshow(picture, cmap="gray" if ax is row[0] else "hot", interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.set_axis_off()
-    fig.suptitle("|d logit / d pixel| of the predicted class", fontsize=10)
+    fig = course.plot_saliency_examples(model, x_test[digits[:4]],
+                                        [f"test #{i} (label {y_test[i]})" for i in digits[:4]], smooth_samples=30)
     _save(fig, out / "saliency.png", written)
 
     progress("Grad-CAM of 8 digits at both conv layers")
-    fig = Figure(figsize=(2.4 * len(digits), 5.0), layout="constrained")
-    axes = fig.subplots(2, len(digits))
-    for col, index in enumerate(digits):
-        for row, layer in enumerate(course.conv_layer_names(model)):
-            course.plot_overlay(x_test[index], course.grad_cam(model, x_test[index], layer), ax=axes[row, col],
-                                title=f"#{index} '{layer}'", colorbar=False)
-    fig.suptitle("Grad-CAM of the predicted class: the last conv layer (bottom) is the usual choice", fontsize=10)
+    fig = course.plot_grad_cam_examples(
+        model, x_test[digits], [f"#{i}" for i in digits],
+        title="Grad-CAM of the predicted class: the last conv layer (bottom) is the usual choice")
     _save(fig, out / "grad_cam.png", written)
 
     progress("activation maximization: the preferred image of every conv1 and conv2 filter")
@@ -294,7 +280,6 @@ def figures(out: Path, index: int = 0, progress: Progress | None = None) -> list
     """
     progress = progress or Progress(enabled=False)
     progress("loading MNIST, TensorFlow and the cached model")
-    import matplotlib
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -336,19 +321,11 @@ def figures(out: Path, index: int = 0, progress: Progress | None = None) -> list
 
     # Grad-CAM on the first test digit of several classes (skipping all-zero heatmaps), one colorbar.
     layer = course.last_conv_layer(model)
-    shown = []
-    for digit in range(10):
-        first = int(np.flatnonzero(y_test == digit)[0])
-        cam = course.grad_cam(model, x_test[first], layer)
-        if cam.max() > 0 and len(shown) < 5:
-            shown.append((first, cam))
-    fig = Figure(figsize=(README_WIDTH, 2.3), layout="constrained")
-    axes = fig.subplots(1, len(shown))
-    for ax, (first, cam) in zip(axes, shown):
-        course.plot_overlay(x_test[first], cam, ax=ax, title=f"test #{first}: a {y_test[first]}", colorbar=False)
-    scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, 1.0), "jet")  # plot_overlay's colours
-    fig.colorbar(scale, ax=axes, shrink=0.8, label="share of the maximum")
-    fig.suptitle(f"Grad-CAM at '{layer}': where the predicted class's score comes from", fontsize=10)
+    firsts = (int(np.flatnonzero(y_test == digit)[0]) for digit in range(10))
+    shown = [f for f in firsts if course.grad_cam(model, x_test[f], layer).max() > 0][:5]
+    fig = course.plot_grad_cam_examples(
+        model, x_test[shown], [f"test #{i}: a {y_test[i]}" for i in shown], [layer], colorbar=True,
+        figsize=(README_WIDTH, 2.3), title=f"Grad-CAM at '{layer}': where the predicted class's score comes from")
     save(fig, "grad_cam.png")
     return written
 
@@ -376,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Wrote {len(summary['figures'])} figures to {out}/ and TensorBoard logs to "
                   f"{summary['tensorboard_logs']} (view: tensorboard --logdir {summary['tensorboard_logs']})")
         elif args.command == "figures":
-            out = writable_folder(args.out or _paths._base() / "docs" / "figures")
+            out = writable_folder(args.out or _paths.base() / "docs" / "figures")
             written = figures(out, args.index, progress)
             print(f"Wrote {len(written)} figures to {out}/: " + ", ".join(p.name for p in written))
     except course.DatasetError as exc:
