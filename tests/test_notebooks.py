@@ -156,8 +156,8 @@ def test_notebook_has_the_course_structure(name):
     for part in ("# ", "Learning goals", "**Time:**", "**Points:**"):
         assert part in intro, f"{name}: the first cell must contain {part!r} (title, goals, time, points)"
     sources = "\n".join(cell.source for cell in cells if cell.cell_type == "code")
-    for part in ("keras.__version__", "set_random_seed", "course.load_or_train_model("):
-        assert part in sources, f"{name}: expected {part!r} (version check, seeds, the cached model)"
+    for part in ("rng = course.setup_notebook(seed=0)", "course.load_or_train_model("):
+        assert part in sources, f"{name}: expected {part!r} (versions, Keras 3 check and seeds in one call; the cached model)"
     headings = [line for c in cells if c.cell_type == "markdown" for line in c.source.splitlines() if line.startswith("## ")]
     assert headings[-2:] == ["## Summary", "## Bonus"], f"{name}: must end with ## Summary and ## Bonus, got {headings[-2:]}"
 
