@@ -61,6 +61,14 @@ def _one_image_maps(maps, what: str = "maps") -> np.ndarray:
     return validate.one_image_maps(maps, what)
 
 
+def _figure_for(ax, figsize: tuple[float, float]):
+    """``(figure, axes)``: the caller's axes and their figure, or a new figure of ``figsize`` with one axes."""
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
 def _new_axes(ax, ncols: int, nrows: int, tile: tuple[int, int], colorbar: bool):
     """``(figure, axes, colorbar axes or None)`` for a montage of ``nrows x ncols`` tiles.
 
@@ -461,11 +469,7 @@ def plot_overlay(
             f"heatmap of shape {heatmap.shape} does not match the image's {picture.shape[:2]}: "
             "compute it at input resolution (grad_cam and saliency_map do)."
         )
-    if ax is None:
-        fig = Figure(figsize=(3.2, 3.4), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    fig, ax = _figure_for(ax, (3.2, 3.4))
     ax.imshow(picture, cmap=picture_cmap, interpolation="nearest")
     peak = float(np.nanmax(heatmap))
     if peak > 0:
@@ -536,11 +540,7 @@ def plot_class_activation(matrix, layer: str = "", ax=None) -> Figure:
     with np.errstate(all="ignore"):
         peak = np.nanmax(np.where(np.isnan(matrix), -np.inf, matrix), axis=1, keepdims=True)
     rows = np.divide(matrix, peak, out=np.zeros_like(matrix), where=peak > 0)
-    if ax is None:
-        fig = Figure(figsize=(min(16.0, 3 + 0.18 * matrix.shape[1]), 4.2), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    fig, ax = _figure_for(ax, (min(16.0, 3 + 0.18 * matrix.shape[1]), 4.2))
     shown = ax.imshow(rows, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xlabel("channel")
     ax.set_ylabel("class (true label)")
@@ -642,11 +642,7 @@ def plot_projection(coords, labels, explained=None, title: str | None = None, ax
             f"coords of shape {coords.shape} and {len(labels)} labels: expected (N, 2) and N labels "
             "(from course.project_maps)."
         )
-    if ax is None:
-        fig = Figure(figsize=(6, 5), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    fig, ax = _figure_for(ax, (6, 5))
     points = ax.scatter(coords[:, 0], coords[:, 1], c=labels, cmap="tab10", s=6, vmin=-0.5, vmax=9.5)
     fig.colorbar(points, ax=ax, ticks=range(10), label="class")
     for axis, k in ((ax.set_xlabel, 0), (ax.set_ylabel, 1)):
