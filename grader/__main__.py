@@ -1,5 +1,5 @@
 """``python -m grader``: release, collect, autograde (parallel, sharded), merge, feedback,
-export for instructors; ``check`` for self-study learners. See grader/README.md.
+export and formgrader (hand grading) for instructors; ``check`` for self-study learners. See grader/README.md.
 
 Exit codes: 0 done; 1 ``check`` ran and an exercise fails; 2 a bad argument or input (nothing
 was done; the message says what to give instead); 3 the grader could not run or some
@@ -171,6 +171,11 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--match-column", default="SIS Login ID",
                    help="canvas: the roster column holding the grader's student ids (default: %(default)s)")
 
+    p = sub.add_parser("formgrader", help="grade written answers by hand: JupyterLab in the course folder, formgrader set up",
+                       description="Writes <course-dir>/nbgrader_config.py and starts JupyterLab there; open Nbgrader > "
+                       "Formgrader > Manual Grading. The scores and comments go into gradebook.db, where export and "
+                       "feedback read them. Options after it go to JupyterLab, e.g. formgrader --port=9000 --no-browser")
+
     p = sub.add_parser("check", help="self-study: check one saved notebook's exercises",
                        description="self-study: check one saved notebook's exercises (exit 0 all pass, 1 some fail)")
     p.add_argument("notebook", type=Path)
@@ -178,7 +183,9 @@ def _main(argv: list[str] | None = None) -> int:
                    help="instructor source notebook (default: solutions/<name>/<name>.ipynb)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
 
-    args = parser.parse_args(argv)
+    args, lab_args = parser.parse_known_args(argv)
+    if lab_args and args.command != "formgrader":
+        parser.error(f"unrecognized arguments: {' '.join(lab_args)}")
     if args.command == "check":
         return _check(args)
     course = Course(root=args.course_dir.resolve(), source=args.source.resolve())
@@ -191,7 +198,11 @@ def _main(argv: list[str] | None = None) -> int:
         raise GraderError(f"--source {args.source} holds no assignments (<name>/<name>.ipynb): give the folder of "
                           "the instructor source notebooks, solutions/ of the course checkout")
     progress = Progress()
-    if args.command == "release":
+    if args.command == "formgrader":
+        from grader.formgrader import start
+
+        start(course, [a for a in lab_args if a != "--"])
+    elif args.command == "release":
         from grader.release import NOTEBOOKS, release
 
         dest = writable_folder(args.dest or NOTEBOOKS, "--dest")

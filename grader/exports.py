@@ -20,11 +20,11 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.errors import GraderError
-from grader.instructor import Course, load_results, manual_scores
+from grader.instructor import Course, hand_grades, load_results
 
 FORMATS = ("csv", "gradescope", "canvas")
 CANVAS_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
@@ -36,6 +36,7 @@ class Grade:
 
     result: dict
     manual: dict  # grade id -> score given by hand
+    comments: dict = field(default_factory=dict)  # cell name -> comment given by hand
 
     @property
     def student(self) -> str:
@@ -76,9 +77,12 @@ def grades(course: Course) -> list[Grade]:
     results = load_results([course.results])
     if not results:
         raise GraderError(f"no results in {course.results}: run autograde first (nothing was exported)")
-    given = manual_scores(course)
-    return [Grade(r, given.get((r["assignment"], r["student"]), {}))
-            for r in sorted(results, key=lambda r: (r["student"], r["assignment"]))]
+    given = hand_grades(course)
+    found = []
+    for r in sorted(results, key=lambda r: (r["student"], r["assignment"])):
+        hand = given.get((r["assignment"], r["student"]))
+        found.append(Grade(r, hand.scores, hand.comments) if hand else Grade(r, {}))
+    return found
 
 
 def export(course: Course, out: Path, fmt: str = "csv", roster: Path | None = None,
@@ -134,7 +138,7 @@ def gradescope_results(g: Grade) -> dict:
         if gid in g.manual:
             tests.append({"name": f"{gid} (graded by hand)", "score": g.manual[gid], "max_score": m["max_points"],
                           "status": "passed" if g.manual[gid] >= m["max_points"] else "failed",
-                          "output": "", "visibility": "after_published"})
+                          "output": g.comments.get(gid, ""), "visibility": "after_published"})
     notes = list(g.result.get("problems") or [])
     if g.pending:
         notes.append(f"{len(g.pending)} written answer(s) still to be graded by hand: {', '.join(g.pending)}")

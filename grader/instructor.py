@@ -273,7 +273,7 @@ def merge(course: Course, dirs: list[Path] | None = None) -> int:
     results = [r for r in load_results([course.results]) if r.get("status", "graded") == "graded"]
     if not results:
         raise GraderError(f"no graded results in {course.results} to merge: run autograde first")
-    assignments = {}
+    assignments, hand = {}, hand_grades(course)
     with _gradebook(course) as gb, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SQLAlchemy's autoflush notes from inside nbgrader
         for result in results:
@@ -288,13 +288,48 @@ def merge(course: Course, dirs: list[Path] | None = None) -> int:
                 grade = gb.find_grade(gid, assignment.notebook, name, student)
                 grade.auto_score = float(test["points"])
             gb.db.commit()
-            write_autograded(course, assignment, result)
+            write_autograded(course, assignment, result, hand.get((name, student)))
     return len(results)
 
 
-def write_autograded(course: Course, assignment: Assignment, result: dict) -> Path:
+def _summary(result: dict, hand: HandGrades | None) -> str:
+    """The first cell of a graded copy: the scores, a table of every check and written answer, the
+    instructor's comments and the problems found. Everything a student wrote is escaped."""
+    hand = hand or HandGrades({}, {})
+    tests, manual = result.get("tests", {}), result.get("manual", {})
+    summary = f"**Autograded: {result.get('score', 0):g} / {result.get('max_score', 0):g} points**"
+    by_hand = [gid for gid in manual if gid in hand.scores]
+    if by_hand:
+        summary += (f"  \n**Graded by hand: {sum(hand.scores[g] for g in by_hand):g} / "
+                    f"{sum(manual[g]['max_points'] for g in by_hand):g} points** ({len(by_hand)} of {len(manual)} "
+                    "written answers graded so far)")
+    summary += "\n\n| check | result | points | what was checked or went wrong |\n|---|---|---|---|\n"
+    for gid, t in tests.items():
+        points = f"{t['points']:g} / {t['max_points']:g}"
+        if gid in hand.scores:  # the instructor changed an autograded score in formgrader
+            points = f"{hand.scores[gid]:g} / {t['max_points']:g} (set by your instructor)"
+        message = _escape(t["message"]) or ("all checks hold" if t["passed"] else "")
+        summary += f"| {gid} | {'passed' if t['passed'] else '**failed**'} | {points} | {message} |\n"
+    for gid, m in manual.items():
+        if gid in hand.scores:
+            summary += f"| {gid} | graded by hand | {hand.scores[gid]:g} / {m['max_points']:g} | a written answer |\n"
+        else:
+            state = "to be graded by hand" if m.get("answered") else "**not answered**"
+            summary += f"| {gid} | {state} | - / {m['max_points']:g} | a written answer, graded by your instructor |\n"
+    comments = {name: text for name, text in hand.comments.items() if text.strip()}
+    if comments:
+        summary += "\nComments from your instructor:\n" + "\n".join(
+            f"- {name}: {_escape(' '.join(text.split()))}" for name, text in comments.items())
+    problems = result.get("problems") or []
+    if problems:  # student text: escaped, never markup
+        summary += "\n\nProblems found in this submission:\n" + "\n".join(f"- {_escape(p)}" for p in problems)
+    return summary
+
+
+def write_autograded(course: Course, assignment: Assignment, result: dict, hand: HandGrades | None = None) -> Path:
     """The graded copy of a submission: the source's cells (hidden tests removed) with the
-    student's exercise cells and answers, and each test cell's verdict as its output."""
+    student's exercise cells and answers, each test cell's verdict as its output, and a first
+    cell that sums it up with the scores and comments given by hand so far (``hand``)."""
     import nbformat
 
     student, name = result["student"], assignment.name
@@ -310,19 +345,8 @@ def write_autograded(course: Course, assignment: Assignment, result: dict) -> Pa
             by_id.setdefault(str(meta["grade_id"]), cell)
     source_nb = read_json_notebook(assignment.path)
     out = nbformat.v4.new_notebook(metadata=source_nb.get("metadata", {}))
-    problems = result.get("problems") or []
     tests = result.get("tests", {})
-    summary = f"**Autograded: {result.get('score', 0):g} / {result.get('max_score', 0):g} points**"
-    summary += "\n\n| check | result | points | what was checked or went wrong |\n|---|---|---|---|\n"
-    summary += "".join(f"| {gid} | {'passed' if t['passed'] else '**failed**'} | {t['points']:g} / {t['max_points']:g} "
-                       f"| {_escape(t['message']) or ('all checks hold' if t['passed'] else '')} |\n"
-                       for gid, t in tests.items())
-    for gid, m in result.get("manual", {}).items():
-        state = "graded by hand" if m.get("answered") else "**not answered**"
-        summary += f"| {gid} | {state} | - / {m['max_points']:g} | a written answer, graded by your instructor |\n"
-    if problems:  # student text: escaped, never markup
-        summary += "\nProblems found in this submission:\n" + "\n".join(f"- {_escape(p)}" for p in problems)
-    out.cells.append(nbformat.v4.new_markdown_cell(summary))
+    out.cells.append(nbformat.v4.new_markdown_cell(_summary(result, hand)))
     for cell in source_nb["cells"]:
         meta, src = nbgrader_metadata(cell), cell_source(cell)
         gid = str(meta.get("grade_id", ""))
@@ -357,23 +381,32 @@ def _escape(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------ feedback, export
-def manual_scores(course: Course) -> dict:
-    """(assignment, student) -> {grade id: manual score} from the gradebook (formgrader's work)."""
-    scores = {}
+@dataclass
+class HandGrades:
+    """What an instructor typed in formgrader for one submission."""
+
+    scores: dict[str, float]  # grade id -> the score given by hand
+    comments: dict[str, str]  # cell name -> the comment
+
+
+def hand_grades(course: Course) -> dict[tuple[str, str], HandGrades]:
+    """(assignment, student) -> the scores and comments given by hand in the gradebook."""
+    found = {}
     if not course.gradebook.exists():
-        return scores
+        return found
     with _gradebook(course) as gb:
         for assignment in gb.assignments:
             for sub in gb.assignment_submissions(assignment.name):
+                hand = found.setdefault((assignment.name, sub.student.id), HandGrades({}, {}))
                 for nb in sub.notebooks:
-                    for grade in nb.grades:
-                        if grade.manual_score is not None:
-                            scores.setdefault((assignment.name, sub.student.id), {})[grade.name] = grade.manual_score
-    return scores
+                    hand.scores.update({g.name: g.manual_score for g in nb.grades if g.manual_score is not None})
+                    hand.comments.update({c.name: c.manual_comment for c in nb.comments if c.manual_comment})
+    return found
 
 
 def feedback(course: Course, names: list[str] | None = None) -> list[Path]:
-    """HTML feedback per submission from its autograded notebook (run ``merge`` first)."""
+    """HTML feedback per submission from its autograded notebook (run ``merge`` first), with the
+    scores and comments given by hand in formgrader up to now."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -382,11 +415,17 @@ def feedback(course: Course, names: list[str] | None = None) -> list[Path]:
     if unknown:
         raise GraderError(f"no assignment named {', '.join(map(repr, unknown))}; known assignments: "
                           f"{', '.join(known) or 'none'}")
-    exporter, written = HTMLExporter(), []  # student text was escaped in write_autograded
+    exporter, written, hand = HTMLExporter(), [], hand_grades(course)  # student text was escaped in write_autograded
     for path in sorted((course.root / "autograded").glob("*/*/*.ipynb")):
         student, name = path.parts[-3], path.parts[-2]
         if names and name not in names:
             continue
+        if (name, student) in hand:  # scores and comments typed in formgrader since the merge
+            try:
+                result = json.loads(result_path(course.results, name, student).read_text())
+                write_autograded(course, course.assignment(name), result, hand[(name, student)])
+            except (OSError, ValueError) as exc:
+                print(f"feedback of {student}/{name} without the hand grades: its result cannot be read ({exc})")
         body, _ = exporter.from_notebook_node(nbformat.read(path, as_version=4))
         out = course.root / "feedback" / student / name / f"{name}.html"
         out.parent.mkdir(parents=True, exist_ok=True)

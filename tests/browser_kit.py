@@ -128,14 +128,17 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_lab(root: Path, extra_args: tuple[str, ...] = (), extra_env: dict | None = None, cwd: Path | None = None):
+def running_lab(root: Path, extra_args: tuple[str, ...] = (), extra_env: dict | None = None, cwd: Path | None = None,
+                launcher: tuple[str, ...] = (sys.executable, "-m", "jupyterlab")):
     """JupyterLab from this environment, on 127.0.0.1 with a random port and token, serving ``root``.
 
     The course package and the grader are imported from the environment; the cached model and
     MNIST are found through COURSE_MODEL_DIR and COURSE_DATA_DIR. Its settings, workspaces and
     runtime files stay under ``root/.lab``. ``extra_args`` go on JupyterLab's command line,
     ``extra_env`` into its environment; it starts in ``cwd`` (default ``root``), where
-    ``nbgrader_config.py`` is looked for. It is always stopped on the way out.
+    ``nbgrader_config.py`` is looked for. ``launcher`` is the command that starts JupyterLab and
+    takes its options (a command that replaces itself with JupyterLab keeps its process group).
+    It is always stopped on the way out.
     """
     settings = root / ".lab" / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
@@ -153,7 +156,7 @@ def running_lab(root: Path, extra_args: tuple[str, ...] = (), extra_env: dict | 
     )
     env.update(extra_env or {})
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+        *launcher, "--no-browser", "--allow-root",
         "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
         f"--LabServerApp.user_settings_dir={root / '.lab' / 'settings'}",

@@ -66,6 +66,8 @@ CASES = {
     "release onto a file": (["release", "--dest", "{tmp}/a_file"], "--dest", "is a file, not a folder"),
     "collect nothing there": (["collect", "{tmp}/nothing-here"], "is neither a folder nor a zip file"),
     "collect empty zip": (["collect", "{tmp}/empty.zip"], "nothing was collected from"),
+    "formgrader before autograde": (["formgrader", "--no-browser"], "no gradebook.db and autograded/ in",
+                                    "run autograde (or merge) first"),
     "check missing notebook": (["check", "{tmp}/missing.ipynb"], "no notebook at"),
     "check a text file": (["check", "{tmp}/a_file"], "is not valid JSON", "open a saved copy in Jupyter"),
     "check without grader cells": (["check", "{tmp}/plain.ipynb"], "has no autograded test cell"),
@@ -85,6 +87,22 @@ def test_bad_arguments_get_one_sentence_and_exit_2(course_dir, case):
     assert result.returncode == USAGE, (result.returncode, result.stdout, result.stderr)
     one_sentence(result, *phrases)
     assert not (tmp / "grades.csv").exists()
+
+
+def test_formgrader_never_overwrites_an_nbgrader_config_someone_else_wrote(course_dir):
+    (course_dir / "gradebook.db").write_bytes(b"")
+    (course_dir / "autograded").mkdir()
+    theirs = "c = get_config()\nc.CourseDirectory.root = '/srv/their/course'\n"
+    (course_dir / "nbgrader_config.py").write_text(theirs)
+    result = grader("--course-dir", course_dir, "formgrader", "--no-browser")
+    assert result.returncode == USAGE, (result.returncode, result.stdout, result.stderr)
+    one_sentence(result, "nbgrader_config.py exists and was not written by the grader", "move it away")
+    assert (course_dir / "nbgrader_config.py").read_text() == theirs
+
+
+def test_options_of_another_command_are_refused(course_dir):
+    result = grader("--course-dir", course_dir, "export", "--port=9000")
+    assert result.returncode == USAGE and "unrecognized arguments: --port=9000" in result.stderr, result.stderr
 
 
 def test_unknown_student_lists_the_students_who_submitted(course_dir, tmp_path):
