@@ -50,6 +50,7 @@ _EXPORTS = {
     "callbacks": ("FeatureMapLogger",),
     "photos": ("load_mobilenet_v2", "mobilenet_input", "sample_photo"),
     "notebook": ("setup_notebook",),
+    "explore": ("explore",),  # the live widget: draw a digit, watch every layer answer
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
