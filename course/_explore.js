@@ -3,7 +3,7 @@
 // RASTER x RASTER grey raster and sent, throttled, while drawing; Python centres it the MNIST way.
 
 const THROTTLE_MS = 120; // at most ~8 updates a second while drawing: the kernel never falls behind
-const CANVAS = 280;
+const CANVAS = 240;
 
 const CSS = `
 .cx-root { display: flex; flex-wrap: wrap; gap: 16px; font: 13px sans-serif; color: #222; }
@@ -17,8 +17,9 @@ const CSS = `
 .cx-bar-track { flex: 1; background: #eee; height: 12px; }
 .cx-bar-fill { background: #5a7bb5; height: 12px; }
 .cx-bar-top .cx-bar-fill { background: #d9534f; }
-.cx-maps { max-width: 440px; }
+.cx-maps { max-width: 380px; }
 .cx-montage { image-rendering: pixelated; cursor: pointer; display: block; }
+.cx-detail { max-width: 380px; }
 .cx-detail img { image-rendering: pixelated; border: 1px solid #888; margin-right: 8px; }
 .cx-message { color: #a15c00; max-width: 640px; }
 `;
@@ -190,7 +191,7 @@ function render({ model, el: root }) {
     maps.replaceChildren();
     for (const m of model.get("maps")) {
       const naturalWidth = m.ncols * (m.width + m.pad) - m.pad;
-      const shownWidth = Math.min(420, naturalWidth * Math.max(1, Math.floor(420 / naturalWidth)));
+      const shownWidth = Math.min(380, 3 * naturalWidth); // pixelated: every map pixel a block
       const more = m.shown < m.count ? ` (first ${m.shown} of ${m.count})` : "";
       const img = el("img", { class: "cx-montage explore-montage", "data-layer": m.layer, src: m.png,
                               style: `width:${shownWidth}px`, title: "click a map to enlarge it" });

@@ -23,6 +23,7 @@ import anywidget
 import keras
 import numpy as np
 import traitlets
+from ipywidgets.widgets.trait_types import bytes_serialization
 
 from course import validate
 from course.activations import conv_layer_names, feature_map_layer_names, resolve_layers
@@ -173,8 +174,9 @@ class Explorer(anywidget.AnyWidget):
     _esm = Path(__file__).with_name("_explore.js")
 
     # browser -> Python
-    drawing = traitlets.Bytes(b"").tag(sync=True)
-    upload = traitlets.Bytes(b"").tag(sync=True)
+    # the page sends binary buffers (memoryviews): ipywidgets' own serialization turns them into bytes
+    drawing = traitlets.Bytes(b"").tag(sync=True, **bytes_serialization)
+    upload = traitlets.Bytes(b"").tag(sync=True, **bytes_serialization)
     image_index = traitlets.Int(-1).tag(sync=True)
     normalization = traitlets.Unicode("per_map").tag(sync=True)
     overlay = traitlets.Unicode("none").tag(sync=True)

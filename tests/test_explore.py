@@ -61,7 +61,8 @@ def test_opens_on_the_first_test_image_with_every_conv_layer(explorer, trained_m
 
 def test_drawing_a_stroke_changes_prediction_and_maps(explorer):
     before_png, before_bars, updates = explorer.maps[0]["png"], explorer.bars, explorer.updates
-    explorer.drawing = stroke(slice(10, 100), slice(50, 62))  # a vertical bar: a 1
+    # as the page sends it: a binary buffer in a comm message (a vertical bar: a 1)
+    explorer.set_state({"drawing": memoryview(stroke(slice(10, 100), slice(50, 62)))})
     assert explorer.updates > updates
     assert explorer.bars[0][0] == "1", explorer.bars[:3]
     assert explorer.bars != before_bars and explorer.maps[0]["png"] != before_png
