@@ -237,6 +237,50 @@ def training(sizes: Sizes, model, images) -> list[Row]:
     ]
 
 
+def explorer_update(sizes: Sizes, model, images) -> list[Row]:
+    """course.explore's update for a new drawing (maps of every conv layer + prediction) vs ``model.predict``."""
+    import tensorflow as tf
+    from PIL import Image
+
+    import course
+    from course._explore_widget import RASTER
+
+    explorer = course.explore(model, images[:10])
+    # Drawings as the canvas sends them: test digits blown up to the canvas raster, a new one each call.
+    rasters = [np.asarray(Image.fromarray(np.uint8(255 * d[..., 0])).resize((RASTER, RASTER))).tobytes()
+               for d in images[10:20]]
+    count = iter(range(10**9))
+    compiled = tf.function(model)
+
+    def update():
+        explorer.drawing = rasters[next(count) % len(rasters)]
+
+    def montages():
+        explorer.render()
+
+    times = interleaved(
+        {
+            "ours": update,
+            "baseline": lambda: model.predict(images[:1], verbose=0),
+            "forward": lambda: np.asarray(compiled(images[:1], training=False)),
+            "montages": montages,
+        },
+        repeat=sizes.one_image_calls, warmup=3,
+    )
+    ours, baseline, forward, drawn = (statistics.median(times[k]) for k in ("ours", "baseline", "forward", "montages"))
+    floor = forward + drawn  # one forward pass, plus one montage per layer (and the bars)
+    met = ours <= 0.050 and ours <= 1.5 * floor
+    shown = f"{_seconds(ours)} (forward {_seconds(forward)} + montages {_seconds(drawn)} = {_seconds(floor)})"
+    details = {"calls": sizes.one_image_calls, "forward_seconds": forward, "montage_seconds": drawn,
+               "layers": explorer.layers}
+    return [
+        Row(
+            "explorer update, 1 drawn digit (median)", "s", ours, baseline, "model.predict(x)",
+            "<= 50 ms, <= 1.5x (1 forward + 1 montage/layer)", ours, shown, met, details,
+        )
+    ]
+
+
 ITEMS = {
     "extract": extraction_many,
     "one": extraction_one,
@@ -244,4 +288,5 @@ ITEMS = {
     "plot512": plot_many,
     "stream": streaming,
     "train": training,
+    "explore": explorer_update,
 }

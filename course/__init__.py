@@ -50,6 +50,9 @@ _EXPORTS = {
     "callbacks": ("FeatureMapLogger",),
     "photos": ("load_mobilenet_v2", "mobilenet_input", "sample_photo"),
     "notebook": ("setup_notebook",),
+    # the live widget: draw a digit, watch every layer answer (not course/explore.py: a submodule of that
+    # name would shadow the function once imported)
+    "_explore_widget": ("explore",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
