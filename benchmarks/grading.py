@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # as the tests import it: a site-packages `tests` may shadow ROOT/tests
 
-from tests.submissions.corpus import NAME, SOURCE, cases  # noqa: E402
+from submissions.corpus import NAME, SOURCE, cases  # noqa: E402
 
 MIX = ["correct"] * 10 + ["partly_correct"] * 4 + ["empty"] * 3 + ["exception"] * 3
 

@@ -356,7 +356,7 @@ def autograding(sizes: Sizes, model, images) -> list[Row]:
 
 def self_check(sizes: Sizes, model, images) -> list[Row]:
     """``python -m grader check`` of a finished notebook-02, twice: the second run's latency."""
-    from tests.submissions.corpus import NAME, cases
+    from benchmarks.grading import NAME, cases
 
     correct = next(c for c in cases() if c.name == "correct").notebook
     with tempfile.TemporaryDirectory(prefix="bench_check_") as folder:
