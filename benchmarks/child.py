@@ -2,6 +2,7 @@
 
     python -m benchmarks.child stream --way ours|baseline --images N --size S [--out DIR]
     python -m benchmarks.child train course|seed ... [--images N] [--epochs E]
+    python -m benchmarks.child plot --maps N --out PNG
 """
 
 from __future__ import annotations
@@ -90,6 +91,26 @@ def train(recipes: list[str], images: int | None, epochs: int | None) -> dict:
     return {"runs": runs}
 
 
+def plot(maps: int, out: str) -> dict:
+    """``plot_feature_maps`` of ``maps`` 14x14 maps and a default ``savefig``: the first call of a
+    new process (what a script pays beyond importing the package's plotting), then the second."""
+    import numpy as np
+
+    import course
+
+    start = time.perf_counter()
+    course.plot_feature_maps  # noqa: B018 (`import course` is lazy: this imports matplotlib's figure)
+    imports = time.perf_counter() - start
+    values = np.maximum(np.random.default_rng(0).standard_normal((14, 14, maps)), 0).astype(np.float32)
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        course.plot_feature_maps(values, ncols=32).savefig(out)
+        seconds.append(time.perf_counter() - start)
+    return {"first_seconds": seconds[0], "second_seconds": seconds[1], "import_seconds": imports,
+            "png_bytes": Path(out).stat().st_size}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.child")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,9 +123,14 @@ def main() -> None:
     two.add_argument("recipes", nargs="+", choices=["course", "seed"])
     two.add_argument("--images", type=int)
     two.add_argument("--epochs", type=int)
+    three = commands.add_parser("plot")
+    three.add_argument("--maps", type=int, required=True)
+    three.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.command == "stream":
         answer = stream(args.way, args.images, args.size, args.out)
+    elif args.command == "plot":
+        answer = plot(args.maps, args.out)
     else:
         answer = train(args.recipes, args.images, args.epochs)
     print(json.dumps(answer), flush=True)

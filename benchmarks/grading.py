@@ -23,17 +23,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # as the tests import it: a site-packages `tests` may shadow ROOT/tests
 
-from tests.submissions.corpus import NAME, SOURCE, cases  # noqa: E402
+from submissions.corpus import NAME, SOURCE, cases  # noqa: E402
 
 MIX = ["correct"] * 10 + ["partly_correct"] * 4 + ["empty"] * 3 + ["exception"] * 3
 
 
-def _write(course: Path, count: int) -> None:
+def _write(course: Path, count: int, mix: list[str] = MIX) -> None:
     by_name = {c.name: c for c in cases()}
     for i in range(count):
-        case = by_name[MIX[i % len(MIX)]]
+        case = by_name[mix[i % len(mix)]]
         path = course / "submitted" / f"s{i:03d}_{case.name}" / NAME / f"{NAME}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(case.notebook))
@@ -60,9 +60,9 @@ def nbgrader_sequential(tmp: Path, count: int) -> float:
     return _run(nbgrader + ["autograde", NAME, "--force"], course)
 
 
-def ours(tmp: Path, count: int, jobs: int) -> float:
+def ours(tmp: Path, count: int, jobs: int, mix: list[str] = MIX) -> float:
     course = tmp / f"ours{jobs}"
-    _write(course, count)
+    _write(course, count, mix)
     return _run([sys.executable, "-m", "grader", "--course-dir", str(course), "--source", str(SOURCE.parents[1]),
                  "autograde", NAME, "--jobs", str(jobs), "--quiet", "--no-merge"], ROOT)
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.harness import Row, interleaved, run_child
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -25,13 +33,14 @@ class Sizes:
     stream_size: int = 224
     train_images: int | None = None  # None: the full training set
     train_epochs: int | None = None  # None: the recipe's own
+    grade_copies: int = 12
     quick: bool = False
 
 
 FULL = Sizes()
 QUICK = Sizes(
     extract_images=1000, extract_repeat=1, one_image_calls=10, plot_repeat=1, many_maps=64,
-    stream_images=16, stream_size=64, train_images=2048, train_epochs=1, quick=True,
+    stream_images=16, stream_size=64, train_images=2048, train_epochs=1, grade_copies=2, quick=True,
 )
 
 
@@ -54,6 +63,14 @@ def extraction_many(sizes: Sizes, model, images) -> list[Row]:
         for start in range(0, len(x), 1024):
             np.asarray(compiled(x[start : start + 1024], training=False))
 
+    sample = course.extract_feature_maps(model, x[:1024], convs)
+
+    def write_once():  # the other half of the floor: the maps written once into new memory
+        for maps in sample.values():
+            out = np.empty((len(x), *maps.shape[1:]), np.float32)
+            for start in range(0, len(x), len(maps)):
+                out[start : start + len(maps)] = maps[: len(x) - start]
+
     def per_layer():
         for name in convs:
             keras.Model(model.inputs, model.get_layer(name).output).predict(x, verbose=0)
@@ -67,6 +84,7 @@ def extraction_many(sizes: Sizes, model, images) -> list[Row]:
             "ours": lambda: course.extract_feature_maps(model, x, convs),
             "forward: model.predict(x)": lambda: model.predict(x, verbose=0),
             "forward: compiled calls": forward_compiled,
+            "writing the maps once": write_once,
             "one sub-model per layer": per_layer,
             "one multi-output predict": multi_output,
         },
@@ -79,12 +97,13 @@ def extraction_many(sizes: Sizes, model, images) -> list[Row]:
         best[name] for name in ("forward: model.predict(x)", "forward: compiled calls", "ours")
     )
     details = {"images": len(x), "layers": convs, "best_seconds": best}
-    goal = f"<= 1.3x model.predict ({_seconds(predict)})"
-    shown = f"{ours / predict:.2f}x predict, {ours / compiled_calls:.2f}x compiled"
+    goal = f"<= 1.2x compiled forward ({_seconds(compiled_calls)})"
+    floor = (compiled_calls + best["writing the maps once"]) / compiled_calls
+    shown = f"{ours / compiled_calls:.2f}x compiled (floor {floor:.2f}x), {ours / predict:.2f}x predict"
     return [
         Row(
             f"all conv maps, {len(x)} images", "s", ours, best[baseline], baseline, goal,
-            ours / predict, shown, ours / predict <= 1.3, details,
+            ours / compiled_calls, shown, ours / compiled_calls <= 1.2, details,
         )
         for baseline in ("one sub-model per layer", "one multi-output predict")
     ]
@@ -168,11 +187,17 @@ def plot_many(sizes: Sizes, model, images) -> list[Row]:
     """Hundreds of 14x14 maps (ReLU'd noise, half zeros) to a PNG, 32 per row."""
     maps = np.maximum(np.random.default_rng(0).standard_normal((14, 14, sizes.many_maps)), 0)
     ours, baseline, details = _plot_pair(maps.astype(np.float32), 32, sizes.plot_repeat)
+    with tempfile.TemporaryDirectory(prefix="bench_png_") as folder:
+        fresh = run_child("plot", "--maps", str(sizes.many_maps), "--out", str(Path(folder) / "maps.png"))
+    details["new_process"] = fresh
+    worst = max(ours, fresh["first_seconds"])
     return [
         Row(
             f"{sizes.many_maps} maps 14x14 to PNG", "s", ours, baseline,
-            f"{details['grid'][0]}x{details['grid'][1]} subplots", "<= 0.3 s", ours,
-            _seconds(ours), ours <= 0.3, details,
+            f"{details['grid'][0]}x{details['grid'][1]} subplots", "<= 0.3 s, also a new process's default savefig",
+            worst, f"{_seconds(ours)}; new process, default savefig: {_seconds(fresh['first_seconds'])} "
+            f"(+ {_seconds(fresh['import_seconds'])} importing matplotlib)",
+            worst <= 0.3, details,
         )
     ]
 
@@ -281,6 +306,78 @@ def explorer_update(sizes: Sizes, model, images) -> list[Row]:
     ]
 
 
+def _wall(command: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    """Seconds of one run of ``command`` from the repository (and its completed process)."""
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                          env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"})
+    return time.perf_counter() - start, done
+
+
+def help_pages(sizes: Sizes, model, images) -> list[Row]:
+    """``python -m course --help`` and ``python -m grader --help`` against importing TensorFlow."""
+    commands = {
+        "course": [sys.executable, "-m", "course", "--help"],
+        "grader": [sys.executable, "-m", "grader", "--help"],
+        "import tensorflow": [sys.executable, "-c", "import tensorflow"],
+    }
+    best = {name: min(_wall(command)[0] for _ in range(1 if sizes.quick else 3)) for name, command in commands.items()}
+    ours = max(best["course"], best["grader"])
+    return [
+        Row(
+            "--help of course and grader", "s", ours, best["import tensorflow"], "import tensorflow", "< 1 s",
+            ours, f"course {_seconds(best['course'])}, grader {_seconds(best['grader'])}", ours < 1, {"best": best},
+        )
+    ]
+
+
+def autograding(sizes: Sizes, model, images) -> list[Row]:
+    """Copies of the notebook-02 solution graded with ``--jobs 2`` (bubblewrap sandboxes), per
+    submission, against executing the notebook once top to bottom with nbclient (no grading)."""
+    from benchmarks import grading
+
+    count = sizes.grade_copies
+    with tempfile.TemporaryDirectory(prefix="bench_grading_") as folder:
+        folder = Path(folder)
+        bare = grading.execute_once(folder)
+        seconds = grading.ours(folder, count, jobs=2, mix=["correct"])
+        results = [json.loads(p.read_text()) for p in (folder / "ours2" / "grading" / "results").glob("*/*.json")]
+    per = seconds / count
+    scores = sorted({(r["status"], r["score"], r["max_score"]) for r in results})
+    details = {"copies": count, "wall_seconds": seconds, "bare_execution_seconds": bare, "results": scores,
+               "graded": len(results)}
+    return [
+        Row(
+            f"autograde {count} copies of notebook 02, --jobs 2", "s", per, bare, "executing it once (nbclient)",
+            ">= 10x faster per submission", bare / per,
+            f"{bare / per:.1f}x, {60 / per:.0f} per minute, scores {scores}", bare / per >= 10, details,
+        )
+    ]
+
+
+def self_check(sizes: Sizes, model, images) -> list[Row]:
+    """``python -m grader check`` of a finished notebook-02, twice: the second run's latency."""
+    from benchmarks.grading import NAME, cases
+
+    correct = next(c for c in cases() if c.name == "correct").notebook
+    with tempfile.TemporaryDirectory(prefix="bench_check_") as folder:
+        notebook = Path(folder) / f"{NAME}.ipynb"
+        notebook.write_text(json.dumps(correct))
+        command = [sys.executable, "-m", "grader", "check", str(notebook)]
+        first, _ = _wall(command)
+        second, done = _wall(command)
+    progress = [line for line in done.stderr.splitlines() if re.match(r"\[ *\d+\.\d s\] ", line)]
+    details = {"first_seconds": first, "exit_code": done.returncode, "progress_lines": progress[:10],
+               "report_tail": done.stdout.splitlines()[-3:]}
+    return [
+        Row(
+            "grader check, second run", "s", second, first, "first run", "<= 3 s, progress line", second,
+            f"{_seconds(second)}, exit {done.returncode}, {len(progress)} progress lines",
+            second <= 3 and bool(progress), details,
+        )
+    ]
+
+
 ITEMS = {
     "extract": extraction_many,
     "one": extraction_one,
@@ -289,4 +386,7 @@ ITEMS = {
     "stream": streaming,
     "train": training,
     "explore": explorer_update,
+    "help": help_pages,
+    "grade": autograding,
+    "check": self_check,
 }

@@ -20,6 +20,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -153,6 +154,145 @@ class _Lines:
         return self.queue.get(timeout=timeout)
 
 
+class _Forked:
+    """A sandbox forked by a :class:`Zygote`: the parts of ``subprocess.Popen`` a Sandbox uses."""
+
+    def __init__(self, zygote: Zygote, inner: int, pid: int, stdin, stdout):
+        self.zygote, self.inner, self.pid, self.stdin, self.stdout = zygote, inner, pid, stdin, stdout
+        self.returncode = None
+
+    def wait(self, timeout: float = 0.0):
+        """The exit code (negative: a signal); raises ``subprocess.TimeoutExpired`` if still running."""
+        if self.returncode is None:
+            self.returncode = self.zygote.wait(self.inner, timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired("sandbox", timeout)
+        return self.returncode
+
+    def poll(self):
+        try:
+            return self.wait(0.0)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class Zygote:
+    """One worker's warm parent of sandboxes: ``python -m grader.sandbox --zygote`` in bubblewrap.
+
+    It imports TensorFlow, Keras, matplotlib and the course once (about 3 s) and forks a fresh
+    sandbox for each submission of this worker, one at a time, into the same namespaces: only
+    the slot's ``scratch`` (read-write) and ``inbox`` (read-only) folders are bound in, and the
+    grader empties both after each submission, so a sandbox sees only its own submission.
+
+    Args:
+        slot: A new folder of the grader's work root for this worker.
+        threads: TensorFlow threads of each sandbox.
+        isolated: Run inside bubblewrap (else only Landlock and seccomp, for self-study).
+        log: Where the zygote's (and its sandboxes' start-up) messages go.
+    """
+
+    def __init__(self, slot: Path, threads: int, isolated: bool, log: Path | None = None):
+        self.threads, self.isolated = threads, isolated
+        self.scratch, self.inbox = slot / "scratch", slot / "inbox"
+        self.scratch.mkdir(parents=True)
+        self.inbox.mkdir()
+        _copy_font_cache(self.scratch)
+        self.log_path = log or slot / "zygote.txt"  # outside the bound folders
+        env = sandbox_env(threads, self.scratch, isolated) | {"GRADER_PRIVATE_TMP": "1" if isolated else "0"}
+        command = [sys.executable, "-I", "-c",
+                   f"import sys; sys.path.insert(0, {str(ROOT)!r}); from grader.sandbox import main; main()",
+                   "--zygote"]
+        argv = bwrap_argv(command, self.scratch, self.inbox, read_paths(), env) if isolated else command
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(argv, env=env, cwd=self.scratch, stdin=theirs, stdout=subprocess.DEVNULL,
+                                         stderr=log_file, start_new_session=True)
+        theirs.close()
+        try:
+            self._answer(STARTUP_TIMEOUT)
+        except GraderFailure:
+            said = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            self.close()
+            raise GraderFailure(f"the sandbox did not start (it said: {' | '.join(said)[-400:] or 'nothing'}); "
+                                "is bubblewrap working and the course installed?") from None
+
+    def _answer(self, timeout: float) -> dict:
+        self.control.settimeout(timeout)
+        try:
+            message = self.control.recv(1 << 16)
+            answer = json.loads(message) if message else None
+        except (OSError, ValueError):
+            answer = None
+        if not isinstance(answer, dict) or "error" in answer:
+            raise GraderFailure(f"the sandbox zygote stopped answering ({str(answer)[:200]})")
+        return answer
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _outer_pid(self, inner: int) -> int:
+        """The pid in the grader's namespace of the zygote's child ``inner`` (its pid inside)."""
+        if not self.isolated:
+            return inner
+        for _ in range(100):
+            try:
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    status = Path(f"/proc/{child.pid}/status").read_text()
+                    ns_pids = next(line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:"))
+                    if int(ns_pids[-1]) == inner and len(ns_pids) > 1:
+                        return child.pid
+            except (psutil.Error, OSError, StopIteration):
+                pass
+            time.sleep(0.01)
+        raise GraderFailure(f"the sandbox zygote's child {inner} cannot be found")
+
+    def fork(self) -> _Forked:
+        """A new sandbox process (it reads ``scratch/program.json``, then says ready)."""
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        try:
+            socket.send_fds(self.control, [json.dumps({"op": "fork", "scratch": str(self.scratch)}).encode()],
+                            [requests_r, replies_w])
+            inner = int(self._answer(60)["pid"])
+        except (OSError, KeyError, ValueError, GraderFailure) as exc:
+            for fd in (requests_w, replies_r):
+                os.close(fd)
+            raise GraderFailure(f"the sandbox zygote could not fork a sandbox ({exc})") from None
+        finally:
+            os.close(requests_r)
+            os.close(replies_w)
+        return _Forked(self, inner, self._outer_pid(inner), os.fdopen(requests_w, "wb"), os.fdopen(replies_r, "rb"))
+
+    def wait(self, inner: int, timeout: float):
+        """The exit code of the sandbox ``inner`` once it ended (None if it runs after ``timeout`` s)."""
+        try:
+            self.control.send(json.dumps({"op": "wait", "pid": inner, "timeout": timeout}).encode())
+            return self._answer(timeout + 30)["code"]
+        except (OSError, GraderFailure):
+            return None
+
+    def clear(self) -> bool:
+        """Empty the scratch and inbox folders (the sandbox has ended); False if something is left."""
+        for folder in (self.scratch, self.inbox):
+            for entry in list(folder.iterdir()):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        return not any(self.scratch.iterdir()) and not any(self.inbox.iterdir())
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.control.close()
+
+
 class SandboxDied(Exception):
     """The sandbox ended or was stopped while doing something: the reason, as a sentence part."""
 
@@ -167,10 +307,13 @@ class Sandbox:
         limits: What it may use.
         threads: TensorFlow threads for it.
         isolated: Run inside bubblewrap (else only Landlock and seccomp, for self-study).
+        zygote: Fork the sandbox from this worker's zygote (``scratch`` and ``inbox`` are its
+            folders) instead of starting a new process.
     """
 
-    def __init__(self, scratch: Path, inbox: Path, program: dict, limits: Limits, threads: int, isolated: bool):
-        self.scratch, self.limits, self.dead = scratch, limits, ""
+    def __init__(self, scratch: Path, inbox: Path, program: dict, limits: Limits, threads: int, isolated: bool,
+                 zygote: Zygote | None = None):
+        self.scratch, self.limits, self.dead, self.forked = scratch, limits, "", zygote is not None
         name = f"grader-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
         self.cgroup = MemoryCgroup.create(name, limits.memory_mb * 2**20)
         reads = read_paths()
@@ -185,10 +328,14 @@ class Sandbox:
                    f"import sys; sys.path.insert(0, {str(ROOT)!r}); from grader.sandbox import main; main()",
                    str(scratch)]
         argv = bwrap_argv(command, scratch, inbox, reads, env) if isolated else command
-        self.startup_log = scratch.parent / f"startup-{time.monotonic_ns()}.txt"  # outside the sandbox
-        with open(self.startup_log, "wb") as log:
-            self.proc = subprocess.Popen(argv, env=env, cwd=scratch, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=log, start_new_session=True)
+        if zygote is not None:
+            self.startup_log = zygote.log_path
+            self.proc = zygote.fork()
+        else:
+            self.startup_log = scratch.parent / f"startup-{time.monotonic_ns()}.txt"  # outside the sandbox
+            with open(self.startup_log, "wb") as log:
+                self.proc = subprocess.Popen(argv, env=env, cwd=scratch, stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         if self.cgroup is not None:
             try:
                 self.cgroup.add(self.proc.pid)
@@ -236,7 +383,7 @@ class Sandbox:
             return f"{who} used more than {self.limits.memory_mb} MB of memory"
         if code is None:
             return f"{who} stopped responding"
-        if isinstance(code, int) and 128 < code < 160:  # bwrap exits 128 + n when its child got signal n
+        if isinstance(code, int) and 128 < code < 160 and not self.forked:  # bwrap: 128 + n for signal n
             code = 128 - code
         if code == -signal.SIGXFSZ:
             return f"{who} wrote more than 64 MB to one file or to the output"
@@ -310,10 +457,12 @@ class Sandbox:
             raise SandboxDied(self.dead) from None
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        stop = [os.killpg, os.kill] if self.forked else [os.killpg]  # forked: before or after its setsid
+        for function in stop:
+            try:
+                function(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self.cgroup is not None:
             self.cgroup.remove()
 
@@ -427,11 +576,15 @@ def _copy_files(files, scratch: Path) -> None:
 class _Run:
     """The state of grading one submission: its sandbox, restarts and what went wrong."""
 
-    def __init__(self, submission, assignment: Assignment, limits: Limits, workdir: Path, threads: int, isolated: bool):
-        self.sub, self.limits, self.threads, self.isolated = submission, limits, threads, isolated
-        self.scratch, self.inbox = workdir / "scratch", workdir / "inbox"
-        self.scratch.mkdir()
-        self.inbox.mkdir()
+    def __init__(self, submission, assignment: Assignment, limits: Limits, workdir: Path, threads: int, isolated: bool,
+                 zygote: Zygote | None = None):
+        self.sub, self.limits, self.threads, self.isolated, self.zygote = submission, limits, threads, isolated, zygote
+        if zygote is None:
+            self.scratch, self.inbox = workdir / "scratch", workdir / "inbox"
+            self.scratch.mkdir()
+            self.inbox.mkdir()
+        else:  # the zygote's folders, emptied after the previous submission
+            self.scratch, self.inbox = zygote.scratch, zygote.inbox
         (self.scratch / "out").mkdir()
         _copy_font_cache(self.scratch)
         self.program = {"cells": submission.code, "references": assignment.references}
@@ -448,7 +601,7 @@ class _Run:
             self.sandbox.close()
         self.starts += 1
         self.sandbox = Sandbox(self.scratch, self.inbox, {**self.program, "attempt": self.starts},
-                               self.limits, self.threads, self.isolated)
+                               self.limits, self.threads, self.isolated, self.zygote)
         if self.starts == 1:
             self.notes = self.sandbox.notes
         for i in self.ran:
@@ -484,8 +637,11 @@ class _Run:
 
 
 def grade(assignment: Assignment, notebook: Path, checker: CheckerProcess, limits: Limits, workroot: Path,
-          files=(), threads: int = 1, isolated: bool = True) -> dict:
+          files=(), threads: int = 1, isolated: bool = True, zygote: Zygote | None = None) -> dict:
     """Grade one submission; never raises for anything the submission does.
+
+    With a ``zygote`` its sandboxes are forked from it (the zygote is closed when its folders
+    cannot be emptied afterwards, so that nothing is left for the next submission).
 
     Raises:
         GraderFailure: the grader itself failed (the checker, or a sandbox that could not start).
@@ -506,7 +662,7 @@ def grade(assignment: Assignment, notebook: Path, checker: CheckerProcess, limit
         workdir = Path(tempfile.mkdtemp(prefix="submission-", dir=workroot))
         run = None
         try:
-            run = _Run(submission, assignment, limits, workdir, threads, isolated)
+            run = _Run(submission, assignment, limits, workdir, threads, isolated, zygote)
             _copy_files(files, run.scratch)
             checker.request({"op": "begin", "inbox": str(run.inbox), "outbox": str(run.scratch / "out")})
             _grade_steps(run, checker, tests, problems, limits)
@@ -514,6 +670,11 @@ def grade(assignment: Assignment, notebook: Path, checker: CheckerProcess, limit
         finally:
             if run is not None and run.sandbox is not None:
                 run.sandbox.close()
+            if zygote is not None:
+                if os.environ.get("GRADER_KEEP_WORKDIRS"):
+                    shutil.copytree(zygote.scratch, workdir / "scratch", symlinks=True, dirs_exist_ok=True)
+                if not zygote.clear():
+                    zygote.close()
             if not os.environ.get("GRADER_KEEP_WORKDIRS"):
                 shutil.rmtree(workdir, ignore_errors=True)
     manual = {c.grade_id: {"max_points": c.points, "answered": bool(submission.answers.get(c.grade_id, "").strip())}
@@ -665,7 +826,19 @@ def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, p
         log_dir.mkdir(parents=True, exist_ok=True)
     bar = Progress(len(tasks), enabled=progress)
     local = threading.local()
-    checkers, lock = [], threading.Lock()
+    checkers, zygotes, lock = [], [], threading.Lock()
+
+    def zygote_for() -> Zygote:
+        current = getattr(local, "zygote", None)
+        if current is None or not current.alive():
+            if current is not None:
+                current.close()
+            slot = Path(tempfile.mkdtemp(prefix="slot-", dir=workroot))
+            log = (log_dir / f"zygote-{threading.get_ident()}.log") if log_dir else None
+            local.zygote = Zygote(slot, threads, isolated, log)
+            with lock:
+                zygotes.append(local.zygote)
+        return local.zygote
 
     def checker_for(assignment: Assignment) -> CheckerProcess:
         current = getattr(local, "checker", None)
@@ -683,15 +856,17 @@ def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, p
         reason = ""
         for _ in range(2):  # a grader failure: a new checker, one more try
             try:
-                result = grade(task.assignment, task.notebook, checker_for(task.assignment), limits, workroot,
-                               list(task.files), threads, isolated)
+                checker = checker_for(task.assignment)
+                result = grade(task.assignment, task.notebook, checker, limits, workroot,
+                               list(task.files), threads, isolated, zygote_for())
                 break
             except Exception as exc:  # the grader's own failure, never the student's zero
                 reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, GraderError) else str(exc)
-                current = getattr(local, "checker", None)
-                if current is not None:
-                    current.close()
-                    local.checker = None
+                for kind in ("checker", "zygote"):
+                    current = getattr(local, kind, None)
+                    if current is not None:
+                        current.close()
+                        setattr(local, kind, None)
         else:
             result = error_result(task, reason)
         result["student"] = task.student
@@ -705,7 +880,7 @@ def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, p
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
             results = list(pool.map(one, tasks))
     finally:
-        for c in checkers:
+        for c in [*checkers, *zygotes]:
             c.close()
         if not os.environ.get("GRADER_KEEP_WORKDIRS"):
             shutil.rmtree(workroot, ignore_errors=True)

@@ -39,11 +39,15 @@ _SYSCALLS = {  # arch -> audit arch, {name: number}
     "x86_64": (0xC000003E, {"socket": 41, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
                             "io_uring_setup": 425, "pidfd_send_signal": 424, "tkill": 200, "kill": 62,
                             "tgkill": 234, "clone": 56, "clone3": 435, "fork": 57, "vfork": 58,
-                            "execve": 59, "execveat": 322, "memfd_create": 319}),
+                            "execve": 59, "execveat": 322, "memfd_create": 319, "prlimit64": 302,
+                            "sched_setaffinity": 203, "sched_setscheduler": 144, "sched_setparam": 142,
+                            "sched_setattr": 314, "setpriority": 141, "ioprio_set": 251}),
     "aarch64": (0xC00000B7, {"socket": 198, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
                              "io_uring_setup": 425, "pidfd_send_signal": 424, "tkill": 130, "kill": 129,
                              "tgkill": 131, "clone": 220, "clone3": 435, "execve": 221, "execveat": 281,
-                             "memfd_create": 279}),
+                             "memfd_create": 279, "prlimit64": 261, "sched_setaffinity": 122,
+                             "sched_setscheduler": 119, "sched_setparam": 118, "sched_setattr": 274,
+                             "setpriority": 140, "ioprio_set": 30}),
 }
 _CLONE_THREAD = 0x00010000
 
@@ -64,10 +68,16 @@ def _bpf_program(arch: int, nr: dict, pid: int, extra: tuple = ()) -> list[tuple
     prog = [(LD, 0, 0, 4), (JEQ, 1, 0, arch), (RET, 0, 0, ERRNO_EPERM), (LD, 0, 0, 0),
             (JGE, 0, 1, 0x40000000), (RET, 0, 0, ERRNO_EPERM)]
     deny = ["socket", "ptrace", "process_vm_readv", "process_vm_writev", "io_uring_setup",
-            "pidfd_send_signal", "tkill", "fork", "vfork", "execve", "execveat", *extra]
+            "pidfd_send_signal", "tkill", "fork", "vfork", "execve", "execveat", "ioprio_set", *extra]
     for name in deny:
         if name in nr:
             prog += [(JEQ, 0, 1, nr[name]), (RET, 0, 0, ERRNO_EPERM)]
+    # limits, priorities and CPUs of a process: only this one (0 or its pid in args[0], or in
+    # setpriority's args[1]); the zygote that forked this sandbox lives on for the next submission
+    for name, offset in (("prlimit64", 16), ("sched_setaffinity", 16), ("sched_setscheduler", 16),
+                         ("sched_setparam", 16), ("sched_setattr", 16), ("setpriority", 24)):
+        prog += [(JEQ, 0, 5, nr[name]), (LD, 0, 0, offset), (JEQ, 2, 0, 0), (JEQ, 1, 0, pid),
+                 (RET, 0, 0, ERRNO_EPERM), (RET, 0, 0, ALLOW), (LD, 0, 0, 0)]
     prog += [(JEQ, 0, 1, nr["clone3"]), (RET, 0, 0, ERRNO_ENOSYS)]  # glibc falls back to clone
     # clone: threads only (flags in args[0], low word at offset 16)
     prog += [(JEQ, 0, 4, nr["clone"]), (LD, 0, 0, 16), (JSET, 1, 0, _CLONE_THREAD),
@@ -337,11 +347,12 @@ def _preload() -> None:
     course.import_everything()  # `import course` is lazy; student cells must not pay the imports
 
 
-def child_main(scratch: str) -> int:
+def child_main(scratch: str, preloaded: bool = False) -> int:
     """The sandbox process: prepare, confine, say ready, serve until the grader is done."""
     scratch = Path(scratch)
     program, requests, replies = _prepare_child(scratch)
-    _preload()
+    if not preloaded:
+        _preload()
     notes = confine(str(scratch), program.get("read", []), block_memfd=not program.get("cgroup"),
                     private_tmp=bool(program.get("private_tmp")))
     print("[grader]", "; ".join(notes), file=sys.stderr)
@@ -352,10 +363,127 @@ def child_main(scratch: str) -> int:
     return 0
 
 
+def _mount_points() -> list[str]:
+    """The mount points of this mount namespace (from ``/proc/self/mountinfo``)."""
+    with open("/proc/self/mountinfo") as info:
+        return [line.split()[4].replace("\\040", " ") for line in info]
+
+
+def _empty(folder: str, mounts: list[str]) -> None:
+    """Delete what is inside ``folder`` (the private /tmp or /dev/shm, between two sandboxes),
+    except the folders bound in at ``mounts`` (the scratch folder, read-only folders)."""
+    import shutil
+
+    for entry in os.scandir(folder):
+        path = entry.path
+        if path in mounts:
+            continue
+        if any(m.startswith(path + os.sep) for m in mounts):
+            if entry.is_dir(follow_symlinks=False):
+                _empty(path, mounts)
+        elif entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _fork_sandbox(request: dict, fds: list[int], control) -> int:
+    """Fork one sandbox; in the child, serve it on the two pipes ``fds`` and never return."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 70
+    try:
+        control.close()
+        os.setsid()  # its own process group: the grader stops it with killpg
+        _libc().prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: ends with the zygote
+        os.dup2(fds[0], 0)
+        os.dup2(fds[1], 1)
+        for fd in fds:
+            os.close(fd)
+        code = child_main(request["scratch"], preloaded=True)
+    except BaseException:  # noqa: BLE001 (reported on stderr; the grader sees the exit code)
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def zygote_main() -> int:
+    """``python -m grader.sandbox --zygote``: import the heavy modules once, then fork one fresh
+    sandbox per request of the grader (on the AF_UNIX socket that is standard input).
+
+    TensorFlow is imported, never run, before a fork: no op has run, so the child starts from a
+    clean library (TensorFlow is not fork-safe once an op ran). The zygote runs no student code;
+    it is not dumpable (no sandbox can read or write its memory), and a sandbox's seccomp filter
+    keeps signals, limits and priorities away from it. Each sandbox is forked only after the
+    previous one ended, into an empty private /tmp and /dev/shm. Requests (JSON, one per
+    message): ``{"op": "fork", "scratch"}`` with the two pipe ends (requests, replies) attached,
+    answered ``{"pid"}``; ``{"op": "wait", "pid", "timeout"}`` answered ``{"code"}`` (None: still
+    running).
+    """
+    import socket
+    import time
+
+    control = socket.socket(fileno=os.dup(0))
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    _preload()
+    _libc().prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/PID/mem, no ptrace of the zygote
+    private_tmp = os.environ.get("GRADER_PRIVATE_TMP") == "1"
+    children: set[int] = set()
+    control.send(json.dumps({"op": "ready"}).encode())
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
+        except OSError:
+            break
+        if not message:
+            break
+        request = json.loads(message)
+        if request.get("op") == "fork" and len(fds) == 2:
+            for pid in list(children):  # the grader has stopped the previous sandbox
+                os.waitpid(pid, 0)
+                children.discard(pid)
+            if private_tmp:
+                mounts = _mount_points()
+                for folder in ("/tmp", "/dev/shm"):
+                    _empty(folder, mounts)
+            pid = _fork_sandbox(request, fds, control)
+            for fd in fds:
+                os.close(fd)
+            children.add(pid)
+            answer = {"pid": pid}
+        elif request.get("op") == "wait" and int(request.get("pid", 0)) in children:
+            pid, code = int(request["pid"]), None
+            deadline = time.monotonic() + float(request.get("timeout", 0))
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    children.discard(pid)
+                    code = os.waitstatus_to_exitcode(status)
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+            answer = {"code": code}
+        else:
+            for fd in fds:
+                os.close(fd)
+            answer = {"error": f"unknown request {str(request)[:100]}"}
+        control.send(json.dumps(answer).encode())
+    return 0
+
+
 def main() -> None:
-    """``python -m grader.sandbox SCRATCH`` (the grader starts it; not for use by hand)."""
+    """``python -m grader.sandbox SCRATCH`` or ``--zygote`` (the grader starts it; not for use by hand)."""
+    if sys.argv[1:] == ["--zygote"]:
+        sys.exit(zygote_main())
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m grader.sandbox SCRATCH")
+        sys.exit("usage: python -m grader.sandbox SCRATCH | --zygote")
     sys.exit(child_main(sys.argv[1]))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 import textwrap
 import time
@@ -233,6 +234,10 @@ def check_notebook(path: str | os.PathLike | None = None, source: str | os.PathL
         raise FileNotFoundError(f"no notebook at {notebook}: give the path of a saved .ipynb file")
     src, hidden, note = (Path(source), True, "") if source else find_source(notebook)
     assignment = read_source(src)
+    start = time.monotonic()
+    if echo:  # the progress line: the report follows in some seconds
+        print(f"[  0.0 s] checking {notebook.name} against {src.name} in a sandbox (TensorFlow starts in "
+              "fresh processes: 5-15 s) ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="check-") as tmp:
         out = Path(tmp) / "result.json"
         files = [f for f in notebook.parent.iterdir() if f.is_file() and not f.is_symlink() and f.suffix != ".ipynb"]
@@ -240,6 +245,7 @@ def check_notebook(path: str | os.PathLike | None = None, source: str | os.PathL
                             limits=limits, progress=False, write=False)[0]
     report = Report(result, src, hidden, note, _model_answers(src) if hidden else {})
     if echo:
+        print(f"[{time.monotonic() - start:5.1f} s] checked {notebook.name}", file=sys.stderr, flush=True)
         print(report.text())
     return report
 

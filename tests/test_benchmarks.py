@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ITEMS = ("all conv maps", "maps, 1 image", "maps 26x26 to PNG", "maps 14x14 to PNG", "VGG16", "training")
+ITEMS = ("all conv maps", "maps, 1 image", "maps 26x26 to PNG", "maps 14x14 to PNG", "VGG16", "training",
+         "--help", "autograde", "grader check")
 
 
 @pytest.mark.slow
@@ -42,3 +43,9 @@ def test_quick_run_prints_and_writes_every_row(tmp_path):
     stream = next(row for row in rows if row["name"].startswith("VGG16"))
     assert stream["details"]["ours"]["first_maps_match"] is True
     assert "GFLOP/s" in done.stdout and "images/s" in done.stdout
+    grading = next(row for row in rows if row["name"].startswith("autograde"))
+    copies = grading["details"]["copies"]
+    assert grading["details"]["graded"] == copies  # every copy of the solution graded, full marks
+    assert grading["details"]["results"] == [["graded", 10.0, 10.0]], grading["details"]
+    check = next(row for row in rows if row["name"].startswith("grader check"))
+    assert check["details"]["exit_code"] == 0 and check["details"]["progress_lines"], check["details"]
