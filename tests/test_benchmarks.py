@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ITEMS = ("all conv maps", "maps, 1 image", "maps 26x26 to PNG", "maps 14x14 to PNG", "VGG16", "training",
-         "--help", "autograde", "grader check")
+         "--help", "autograde", "grader check", "explorer update")
 
 
 @pytest.mark.slow
