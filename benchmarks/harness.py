@@ -17,7 +17,9 @@ class Row:
 
     ``ours`` and ``baseline`` are in ``unit``; ``ratio`` is baseline / ours (how many times
     better ours is); ``measured`` is the number the goal is about (shown as ``shown``),
-    ``goal`` says how it is judged, and ``met`` is the verdict (None: not measured).
+    ``goal`` says how it is judged, and ``met`` is the verdict (None: not measured). ``why``
+    says, for a goal that is missed, what this run measured that keeps it out of reach and what
+    was tried (printed under the table).
     """
 
     name: str
@@ -30,6 +32,7 @@ class Row:
     shown: str
     met: bool | None
     details: dict = field(default_factory=dict)
+    why: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -112,7 +115,8 @@ def format_table(rows: list[Row], quick: bool = False) -> str:
     ]
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
     render = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])
+    missed = [f"MISSED {row.name}: {row.why}" for row in rows if row.met is False and row.why]
+    return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines), *missed])
 
 
 def write_json(rows: list[Row], path: Path, extra: dict) -> None:

@@ -47,5 +47,11 @@ def test_quick_run_prints_and_writes_every_row(tmp_path):
     copies = grading["details"]["copies"]
     assert grading["details"]["graded"] == copies  # every copy of the solution graded, full marks
     assert grading["details"]["results"] == [["graded", 10.0, 10.0]], grading["details"]
+    # the rows whose goals this machine misses say what was measured and tried, printed under the table
+    for prefix in ("all conv maps", "32 maps", "autograde", "grader check"):
+        row = next(row for row in rows if row["name"].startswith(prefix))
+        assert "tried:" in row["why"] and any(ch.isdigit() for ch in row["why"]), row
+        if row["met"] is False:
+            assert f"MISSED {row['name']}: " in done.stdout
     check = next(row for row in rows if row["name"].startswith("grader check"))
     assert check["details"]["exit_code"] == 0 and check["details"]["progress_lines"], check["details"]
