@@ -29,6 +29,7 @@ NAME = next(iter(sorted(p.name for p in (ROOT / "solutions").glob("04_*") if p.i
 STUDENT = ROOT / "notebooks" / NAME / f"{NAME}.ipynb"
 SOURCE = ROOT / "solutions" / NAME / f"{NAME}.ipynb"
 WRITTEN = graded_ids(SOURCE, "markdown") if SOURCE.is_file() else []
+CLASS = {"ada": True, "bob": False}  # student -> answers the written questions
 HAND = dict(zip(WRITTEN, [(2, "Both maps named with their maxima: full marks."),
                           (1, "The average difference is quoted, but nothing contradicts the claim."),
                           (2, "A clear ablation experiment.")]))
@@ -64,7 +65,7 @@ def course(tmp_path_factory, trained_model):
     """A class of two, autograded and merged into the gradebook."""
     assert len(HAND) == 3, f"notebook 4 should have three written answers, has {WRITTEN}"
     course = tmp_path_factory.mktemp("formgrader")
-    for student, answered in (("ada", True), ("bob", False)):
+    for student, answered in CLASS.items():
         path = course / "submitted" / student / NAME / f"{NAME}.ipynb"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(handed_in(answered)))
@@ -102,10 +103,9 @@ def open_submission(page, lab, student: str):
     frame.get_by_role("link", name="Manual Grading").click()
     frame.get_by_role("link", name=NAME, exact=True).click()  # the assignment
     frame.get_by_role("link", name=NAME, exact=True).click()  # its one notebook
-    rows = frame.locator("tbody tr")
-    rows.first.wait_for()
-    for index in range(rows.count()):  # names are hidden until the eye icon is clicked
-        rows.nth(index).locator(".glyphicon-eye-open").click()
+    # the table fills in row by row: wait for the whole class before showing the names (hidden at first)
+    frame.locator(f"tbody tr:nth-child({len(CLASS)}) .glyphicon-eye-open").wait_for()
+    frame.get_by_role("button", name="Show All Names").click()
     frame.get_by_role("link", name=student, exact=True).click()
     frame.locator(f"input.score#{WRITTEN[0]}").wait_for()
     return frame
