@@ -115,7 +115,7 @@ def format_table(rows: list[Row], quick: bool = False) -> str:
     ]
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
     render = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    missed = [f"MISSED {row.name}: {row.why}" for row in rows if row.met is False and row.why]
+    missed = list(dict.fromkeys(f"MISSED {row.name}: {row.why}" for row in rows if row.met is False and row.why))
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines), *missed])
 
 
