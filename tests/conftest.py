@@ -193,3 +193,22 @@ def conv_kinds_model() -> keras.Model:
     merged = layers.Concatenate(name="cat")([layers.GlobalAveragePooling2D(name="gap")(up),
                                              layers.GlobalAveragePooling1D(name="gap1")(strip)])
     return keras.Model(inputs, layers.Dense(2, name="kinds_out")(merged), name="conv_kinds")
+
+
+# ----------------------------------------------------------------------------- browser tests
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium through Playwright, for the browser tests (tests/browser_kit.py)."""
+    from browser_kit import launched_chromium
+
+    with launched_chromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(browser, lab, request):
+    """A fresh page on the requesting module's ``lab`` (its own JupyterLab), saved as a screenshot at the end."""
+    from browser_kit import fresh_page
+
+    with fresh_page(browser, lab, request.node.name) as page:
+        yield page

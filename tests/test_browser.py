@@ -27,9 +27,7 @@ from browser_kit import (
     cells_with_errors,
     copy_notebook,
     exercises,
-    fresh_page,
     graded_ids,
-    launched_chromium,
     nbgrader_meta,
     open_notebook,
     outputs,
@@ -60,18 +58,6 @@ def lab(tmp_path_factory, trained_model):
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     with running_lab(root) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with launched_chromium() as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser, lab, request):
-    with fresh_page(browser, lab, request.node.name) as page:
-        yield page
 
 
 def check_cell(page, cells):

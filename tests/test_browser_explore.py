@@ -18,8 +18,6 @@ import pytest
 from browser_kit import (
     ROOT,
     cell_text,
-    fresh_page,
-    launched_chromium,
     open_notebook,
     read_cells,
     run_cell,
@@ -59,8 +57,7 @@ def wait_for_update(page, widget, after: int) -> None:
     page.wait_for_function("([root, n]) => Number(root.dataset.updates) > n", arg=[widget.element_handle(), after])
 
 
-def test_draw_a_digit_and_watch_the_maps(browser_page, lab):
-    page = browser_page
+def test_draw_a_digit_and_watch_the_maps(page, lab):
     relative = f"notebooks/{ASSIGNMENT}/{ASSIGNMENT}.ipynb"
     cells = open_notebook(page, lab, relative, len(read_cells(STUDENT)))
     kinds = cells.evaluate_all("cells => cells.map(c => c.classList.contains('jp-CodeCell'))")
@@ -111,15 +108,3 @@ def test_draw_a_digit_and_watch_the_maps(browser_page, lab):
     page.wait_for_timeout(300)
     assert state(widget)["conv1"] != shown["conv1"], "switching the normalization left the montage unchanged"
     shot(page, "explore_per_layer", cells.nth(explore_at).locator(".jp-OutputArea-output"))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with launched_chromium() as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def browser_page(browser, lab, request):
-    with fresh_page(browser, lab, request.node.name) as page:
-        yield page

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from browser_kit import ROOT, exercises, fresh_page, graded_ids, launched_chromium, menu, read_cells, running_lab, shot
+from browser_kit import ROOT, exercises, graded_ids, menu, read_cells, running_lab, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -80,18 +80,6 @@ def lab(course):
                 "formgrader")
     with running_lab(course, launcher=launcher, cwd=ROOT) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with launched_chromium() as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser, lab, request):
-    with fresh_page(browser, lab, request.node.name) as page:
-        yield page
 
 
 def open_submission(page, lab, student: str):
