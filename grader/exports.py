@@ -1,6 +1,7 @@
 """Grades out of the course folder, in the formats instructors' systems take.
 
-- ``csv``: one row per student and assignment (total, each check, ``needs_manual_grading``, reason);
+- ``csv``: one row per student and assignment (total, each check, ``needs_manual_grading``,
+  ``needs_review``, reason);
 - ``gradescope``: ``<out>/<assignment>/<student>/results.json`` in Gradescope's autograder
   results format (``score``, ``output`` and a ``tests`` list of ``name``, ``score``,
   ``max_score``, ``status``, ``output``, ``visibility``); a message from a hidden test is
@@ -12,14 +13,23 @@
 
 Scores entered by hand in nbgrader's formgrader are included everywhere. A result the grader
 failed on is never exported as a score, and a submission with answers still to be graded by
-hand leaves its Canvas cell blank: a partial total must not look final.
+hand leaves its Canvas cell blank: a partial total must not look final. A submission the grader
+marked *needs review* (a copied or re-executed reference function, code that reaches into the
+grader) keeps its autograded score, with the reasons in the ``needs_review`` column, in
+Gradescope's output and, for Canvas, printed beside the file.
+
+Every CSV cell that a spreadsheet would read as a formula (beginning with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return: OWASP's rule) is written with a leading ``'``, so a student id
+such as ``=HYPERLINK(...)`` stays text; numbers are written as they are.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +38,26 @@ from grader.instructor import Course, hand_grades, load_results
 
 FORMATS = ("csv", "gradescope", "canvas")
 CANVAS_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+NUMBER = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?")
+
+
+def csv_cell(value) -> str:
+    """``value`` as a CSV cell that no spreadsheet runs as a formula (a number stays a number)."""
+    text = str(value)
+    if text.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(text):  # a negative score stays a number
+        return "'" + text
+    return text
+
+
+class SafeWriter:
+    """``csv.writer`` whose every cell goes through :func:`csv_cell`."""
+
+    def __init__(self, f):
+        self._writer = csv.writer(f)
+
+    def writerow(self, row: Iterable) -> None:
+        self._writer.writerow([csv_cell(v) for v in row])
 
 
 @dataclass
@@ -58,6 +88,11 @@ class Grade:
     def pending(self) -> list[str]:
         """Hand-graded cells without a score yet."""
         return [gid for gid in self.result.get("manual", {}) if gid not in self.manual]
+
+    @property
+    def review(self) -> list[str]:
+        """Why the grader asks the instructor to look at this submission (empty: no reason)."""
+        return list(self.result.get("review") or [])
 
     @property
     def total(self) -> float:
@@ -111,16 +146,18 @@ def _csv(all_grades: list[Grade], out: Path) -> int:
             if gid not in columns:
                 columns.append(gid)
     with open(out, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student", "assignment", "score", "max_score", "needs_manual_grading", *columns, "reason"])
+        writer = SafeWriter(f)
+        writer.writerow(["student", "assignment", "score", "max_score", "needs_manual_grading", "needs_review",
+                         *columns, "reason"])
         for g in all_grades:
             reason = "; ".join(g.result.get("problems") or [])
+            review = "; ".join(g.review)
             if not g.graded:
-                writer.writerow([g.student, g.assignment, "not graded: grader error", f"{g.maximum:g}", "",
+                writer.writerow([g.student, g.assignment, "not graded: grader error", f"{g.maximum:g}", "", review,
                                  *["" for _ in columns], reason])
                 continue
             scores = g.scores
-            writer.writerow([g.student, g.assignment, f"{g.total:g}", f"{g.maximum:g}", len(g.pending),
+            writer.writerow([g.student, g.assignment, f"{g.total:g}", f"{g.maximum:g}", len(g.pending), review,
                              *[f"{scores[c]:g}" if c in scores else "" for c in columns], reason])
     return len(all_grades)
 
@@ -142,6 +179,7 @@ def gradescope_results(g: Grade) -> dict:
     notes = list(g.result.get("problems") or [])
     if g.pending:
         notes.append(f"{len(g.pending)} written answer(s) still to be graded by hand: {', '.join(g.pending)}")
+    notes += [f"needs review by your instructor: {why}" for why in g.review]
     return {"score": g.total, "output": "\n".join(notes), "visibility": "visible", "tests": tests}
 
 
@@ -187,7 +225,7 @@ def _canvas(all_grades: list[Grade], out: Path, roster: list[dict], match: str) 
         print(f"not exported: {student} is not in the roster's {match!r} column", file=sys.stderr)
     written = 0
     with open(out, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+        writer = SafeWriter(f)
         writer.writerow([*CANVAS_COLUMNS, *assignments])
         writer.writerow(["Points Possible", "", "", "", "", *[f"{maximum[a]:g}" for a in assignments]])
         for row in roster:
@@ -202,5 +240,7 @@ def _canvas(all_grades: list[Grade], out: Path, roster: list[dict], match: str) 
                     continue
                 cells.append(f"{g.total:g}")
                 written += 1
+                for why in g.review:
+                    print(f"needs review: {g.student}/{a}: {why}", file=sys.stderr)
             writer.writerow([row.get(c, "") for c in CANVAS_COLUMNS] + cells)
     return written
