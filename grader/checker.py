@@ -26,6 +26,7 @@ from pathlib import Path
 
 from grader.codec import Encoder, SubmissionError, Unsupported, decode, rebuild_exception
 from grader.notebook import HIDDEN_TESTS, namespace, read_source
+from grader.references import reference_fingerprints, verdict
 
 
 def _visible_lines(source: str) -> set[int]:
@@ -66,12 +67,6 @@ def describe_failure(exc: BaseException, source: str, filename: str) -> str:
     elif line is not None and not message:
         text += " (in a hidden test)"
     return text
-
-
-def reference_message(exercise: str, reference: str) -> str:
-    """What a student reads when their function calls the package function that solves it."""
-    return (f"this exercise asks you to write `{exercise}` yourself; `course.{reference}` does it "
-            "for you, so it is not allowed here")
 
 
 def _fresh(value):
@@ -157,7 +152,9 @@ class Checker:
         self.random_state = (random.getstate(), np.random.get_state())
         self.cache = Path(tempfile.mkdtemp(prefix="models-", dir="."))  # the grader removes this folder
         self.models: dict[int, tuple] = {}
-        self.namespace, self.encoder, self.outbox, self.failure = None, None, None, ""
+        self.namespace, self.encoder, self.outbox, self.failure, self.review = None, None, None, "", []
+        # graded name -> {fingerprint: reference}: of the functions this process imported itself
+        self.references = {name: reference_fingerprints(refs) for name, refs in self.assignment.references.items()}
 
     def close(self) -> None:
         shutil.rmtree(self.cache, ignore_errors=True)
@@ -186,17 +183,19 @@ class Checker:
             if value.get("t") == "unsupported":
                 raise RuntimeError(f"the checks pass {name} an argument the grader cannot send to the sandbox "
                                    f"({value.get('type')}): the source notebook needs a plain-data argument")
-        reply = self.relay({"name": name, "args": encoded, "kwargs": named})
+        references = self.references.get(name, {})
+        reply = self.relay({"name": name, "args": encoded, "kwargs": named, "references": sorted(references)})
         if reply.get("failure"):
             self.failure = self.failure or str(reply["failure"])[:500]
             raise SubmissionError(str(reply["failure"])[:500])
-        used = reply.get("used_reference")
-        allowed = self.assignment.references.get(name, [])
-        if isinstance(used, list):
-            for ref in used:
-                if ref in allowed:
-                    self.failure = self.failure or reference_message(name, ref)
-                    raise SubmissionError(reference_message(name, ref))
+        # (a reply without a trace is an error the sandbox raised before calling: nothing ran)
+        traced = "trace" in reply or "error" not in reply
+        message, review = verdict(name, reply.get("trace"), references) if traced else ("", "")
+        if review and review not in self.review:
+            self.review.append(review)
+        if message:
+            self.failure = self.failure or message
+            raise SubmissionError(message)
         inputs = dict([(str(k), v) for k, v in [*enumerate(args), *kwargs.items()]])
         for where, data in dict(reply.get("mutated") or {}).items():
             target = inputs.get(str(where))
@@ -224,21 +223,23 @@ class Checker:
 
         source = to_python(cell.source)
         filename = f"<{grade_id}>"
-        self.failure = ""
+        self.failure, self.review = "", []
         try:
             exec(compile(source, filename, "exec"), self.namespace)
             error = None
         except Exception as exc:
             error = exc
+        review = "; ".join(self.review)
         if error is None and not self.failure:
-            return {"passed": True, "points": cell.points, "max_points": cell.points, "message": ""}
+            return {"passed": True, "points": cell.points, "max_points": cell.points, "message": "", "review": review}
         # a sandbox failure counts even when the test's own code caught the exception
         message = self.failure if self.failure and not isinstance(error, SubmissionError) else describe_failure(error, source, filename)
         if isinstance(error, NameError) and context_failure:
             message += f" (an earlier cell failed: {context_failure})"
         line = failing_line(error, filename) if error is not None else None
         hidden = line is not None and line not in _visible_lines(source)  # exports keep such messages back
-        return {"passed": False, "points": 0.0, "max_points": cell.points, "message": message[:1000], "hidden": hidden}
+        return {"passed": False, "points": 0.0, "max_points": cell.points, "message": message[:1000], "hidden": hidden,
+                "review": review}
 
 
 def serve() -> int:

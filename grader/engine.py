@@ -14,10 +14,12 @@ once with a new checker and otherwise reported "not graded: grader error".
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
 import queue
+import secrets
 import shutil
 import signal
 import socket
@@ -32,10 +34,12 @@ from pathlib import Path
 import psutil
 
 from grader.errors import GraderError, GraderFailure
-from grader.isolation import MemoryCgroup, bwrap_argv, bwrap_works
+from grader.isolation import MemoryCgroup, bwrap_argv, bwrap_works, remove_tree
 from grader.notebook import Assignment, read_submission
+from grader.references import scan
+from grader.sandbox import PIPES_CLOSED
 
-GRADER_VERSION = "2"
+GRADER_VERSION = "3"
 ROOT = Path(__file__).resolve().parent.parent
 #: Longest line a sandbox may send (a reply with its value's plain data; arrays travel as files).
 MAX_REPLY_BYTES = 32 * 2**20
@@ -73,6 +77,13 @@ def course_dirs() -> dict[str, str]:
     """The folders sandboxes read the course's data and trained models from."""
     paths = _course_paths()
     return {"COURSE_MODEL_DIR": str(paths.model_dir()), "COURSE_DATA_DIR": str(paths.data_dir())}
+
+
+def interpreter() -> str:
+    """This Python as an absolute path without ``..`` (``/work/../v/bin/python`` when called as
+    ``../v/bin/python``): inside bubblewrap only the bound folders exist, so a path through
+    another folder cannot be executed. Not resolved through links: a venv is known by its path."""
+    return os.path.abspath(sys.executable)
 
 
 def read_paths() -> list[str]:
@@ -199,7 +210,7 @@ class Zygote:
         _copy_font_cache(self.scratch)
         self.log_path = log or slot / "zygote.txt"  # outside the bound folders
         env = sandbox_env(threads, self.scratch, isolated) | {"GRADER_PRIVATE_TMP": "1" if isolated else "0"}
-        command = [sys.executable, "-I", "-c",
+        command = [interpreter(), "-I", "-c",
                    f"import sys; sys.path.insert(0, {str(ROOT)!r}); from grader.sandbox import main; main()",
                    "--zygote"]
         argv = bwrap_argv(command, self.scratch, self.inbox, read_paths(), env) if isolated else command
@@ -272,14 +283,22 @@ class Zygote:
             return None
 
     def clear(self) -> bool:
-        """Empty the scratch and inbox folders (the sandbox has ended); False if something is left."""
+        """Empty the scratch and inbox folders and the private /tmp and /dev/shm (the sandbox has
+        ended); False if something is left (the zygote must then not serve another submission)."""
         for folder in (self.scratch, self.inbox):
+            with contextlib.suppress(OSError):
+                os.chmod(folder, 0o700)  # a sandbox may have made its own folder read-only
             for entry in list(folder.iterdir()):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
-        return not any(self.scratch.iterdir()) and not any(self.inbox.iterdir())
+                remove_tree(str(entry))
+        if any(self.scratch.iterdir()) or any(self.inbox.iterdir()):
+            return False
+        if not self.isolated:
+            return True
+        try:
+            self.control.send(json.dumps({"op": "reset"}).encode())
+            return self._answer(60).get("left") == ""
+        except (OSError, GraderFailure):
+            return False
 
     def close(self) -> None:
         try:
@@ -324,7 +343,7 @@ class Sandbox:
         (scratch / "program.json").write_text(json.dumps(program), encoding="utf-8")
         env = sandbox_env(threads, scratch, isolated)
         # -I: neither the current folder nor PYTHON* variables on sys.path; the grader from ROOT
-        command = [sys.executable, "-I", "-c",
+        command = [interpreter(), "-I", "-c",
                    f"import sys; sys.path.insert(0, {str(ROOT)!r}); from grader.sandbox import main; main()",
                    str(scratch)]
         argv = bwrap_argv(command, scratch, inbox, reads, env) if isolated else command
@@ -385,6 +404,9 @@ class Sandbox:
             return f"{who} stopped responding"
         if isinstance(code, int) and 128 < code < 160 and not self.forked:  # bwrap: 128 + n for signal n
             code = 128 - code
+        if code == PIPES_CLOSED:
+            return (f"{who} closed the file descriptors through which the grader talks to the sandbox (e.g. os.close "
+                    "on descriptors 0-20), so nothing could come back (in Jupyter this stops the kernel)")
         if code == -signal.SIGXFSZ:
             return f"{who} wrote more than 64 MB to one file or to the output"
         if code < 0:
@@ -416,7 +438,7 @@ class Sandbox:
             if message:
                 if startup and message.get("op") == "ready":
                     return message
-                if not startup and message.get("id") == request_id:
+                if not startup and (message.get("id"), message.get("nonce")) == request_id:
                     return message
                 continue  # anything else the student's code wrote is ignored
             now = time.monotonic()
@@ -444,10 +466,13 @@ class Sandbox:
         if self.dead:
             raise SandboxDied(self.dead)
         self.next_id += 1
+        # a reply counts only with this request's nonce: lines the student's code wrote into the
+        # reply pipe before this request was sent (forged answers to later calls) are ignored
+        nonce = secrets.token_hex(16)
         try:
-            self.proc.stdin.write((json.dumps({**message, "id": self.next_id}) + "\n").encode())
+            self.proc.stdin.write((json.dumps({**message, "id": self.next_id, "nonce": nonce}) + "\n").encode())
             self.proc.stdin.flush()
-            return self._wait(self.next_id, timeout, who)
+            return self._wait((self.next_id, nonce), timeout, who)
         except SandboxDied as exc:
             self.dead = str(exc)
             raise
@@ -485,7 +510,8 @@ class CheckerProcess:
     """A trusted ``python -m grader.checker`` serving one assignment."""
 
     def __init__(self, source: Path, workdir: Path, log: Path | None = None):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
+        # its temporary files (TensorFlow's autograph modules) go into its folder, removed with it
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg", TMPDIR=str(workdir))
         self.source, self.workdir = source, workdir
         self.log = open(log or os.devnull, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "grader.checker"], env=env, cwd=workdir,
@@ -555,6 +581,15 @@ def submission_hash(notebook: Path, assignment: Assignment, files=()) -> str:
         except OSError:
             h.update(b"<missing>")
     return h.hexdigest()
+
+
+def _python_files(files) -> dict[str, str]:
+    """The Python files handed in beside the notebook (name -> text), for the review scan."""
+    out = {}
+    for f in map(Path, files):
+        if f.suffix == ".py" and f.is_file() and not f.is_symlink() and f.stat().st_size < 2**20:
+            out[f.name] = f.read_text(encoding="utf-8", errors="replace")
+    return out
 
 
 def _copy_files(files, scratch: Path) -> None:
@@ -628,7 +663,8 @@ class _Run:
             return {"failure": f"not run: the submission used up its {self.limits.submission_timeout:.0f} s time limit"}
         timeout = min(self.limits.cell_timeout, max(1.0, self.remaining()))
         try:
-            message = {"op": "call", "name": name, "args": request.get("args", []), "kwargs": request.get("kwargs", {})}
+            message = {"op": "call", "name": name, "args": request.get("args", []), "kwargs": request.get("kwargs", {}),
+                       "references": request.get("references", [])}
             reply = self.sandbox.request(message, timeout, f"{name}()")
         except SandboxDied as exc:
             return {"failure": str(exc)}
@@ -655,6 +691,7 @@ def grade(assignment: Assignment, notebook: Path, checker: CheckerProcess, limit
              for c in assignment.tests}
     problems = list(submission.problems)
     notes = []
+    review = scan(submission.code, assignment.given_code, _python_files(files))  # decided here, outside
     if not submission.readable:
         for t in tests.values():
             t["message"] = problems[0]
@@ -665,7 +702,7 @@ def grade(assignment: Assignment, notebook: Path, checker: CheckerProcess, limit
             run = _Run(submission, assignment, limits, workdir, threads, isolated, zygote)
             _copy_files(files, run.scratch)
             checker.request({"op": "begin", "inbox": str(run.inbox), "outbox": str(run.scratch / "out")})
-            _grade_steps(run, checker, tests, problems, limits)
+            _grade_steps(run, checker, tests, problems, limits, review)
             notes = run.notes
         finally:
             if run is not None and run.sandbox is not None:
@@ -676,7 +713,7 @@ def grade(assignment: Assignment, notebook: Path, checker: CheckerProcess, limit
                 if not zygote.clear():
                     zygote.close()
             if not os.environ.get("GRADER_KEEP_WORKDIRS"):
-                shutil.rmtree(workdir, ignore_errors=True)
+                remove_tree(str(workdir))
     manual = {c.grade_id: {"max_points": c.points, "answered": bool(submission.answers.get(c.grade_id, "").strip())}
               for c in assignment.manual}
     return {
@@ -691,12 +728,14 @@ def grade(assignment: Assignment, notebook: Path, checker: CheckerProcess, limit
         "tests": tests,
         "manual": manual,
         "problems": problems,
+        "review": review,
         "isolation": notes,
         "seconds": round(time.monotonic() - t0, 2),
     }
 
 
-def _grade_steps(run: _Run, checker: CheckerProcess, tests: dict, problems: list, limits: Limits) -> None:
+def _grade_steps(run: _Run, checker: CheckerProcess, tests: dict, problems: list, limits: Limits,
+                 review: list) -> None:
     """Walk the plan: cells in the sandbox, tests in the checker; a sandbox that ends is
     restarted for the next test, except when top-level code ended it (as in Jupyter)."""
     stopped = ""  # why the checks after some point did not run
@@ -724,6 +763,8 @@ def _grade_steps(run: _Run, checker: CheckerProcess, tests: dict, problems: list
             verdict = checker.request({"op": "test", "key": ref}, relay=run.call)["verdict"]
             tests[ref].update({k: verdict[k] for k in ("passed", "points", "max_points", "message")})
             tests[ref]["hidden"] = bool(verdict.get("hidden"))
+            if verdict.get("review"):
+                review.append(f"{ref}: {str(verdict['review'])[:300]}")
         except SandboxDied as exc:  # top-level code (or a restart's replay of it) ended the sandbox
             stopped = f"{exc}; the checks after it did not run"
             problems.append(stopped)
@@ -883,7 +924,7 @@ def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, p
         for c in [*checkers, *zygotes]:
             c.close()
         if not os.environ.get("GRADER_KEEP_WORKDIRS"):
-            shutil.rmtree(workroot, ignore_errors=True)
+            remove_tree(str(workroot))
     return results
 
 

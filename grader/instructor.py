@@ -323,6 +323,10 @@ def _summary(result: dict, hand: HandGrades | None) -> str:
     problems = result.get("problems") or []
     if problems:  # student text: escaped, never markup
         summary += "\n\nProblems found in this submission:\n" + "\n".join(f"- {_escape(p)}" for p in problems)
+    review = result.get("review") or []
+    if review:  # the grade stands until the instructor has looked (export shows needs_review)
+        summary += ("\n\n**Needs review by your instructor** (the autograded score may change):\n"
+                    + "\n".join(f"- {_escape(p)}" for p in review))
     return summary
 
 

@@ -16,6 +16,7 @@ have a fixed size.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -24,6 +25,28 @@ from pathlib import Path
 
 #: Size of the sandbox's private /tmp and /dev/shm (both count towards the memory cgroup).
 TMPFS_BYTES = 256 * 2**20
+
+
+def remove_tree(path: str) -> bool:
+    """Delete ``path`` and everything under it, also folders a sandbox made read-only or
+    unreadable (``0555``, ``0000``; their owner may open them again), without following links.
+
+    Returns:
+        Whether ``path`` is gone.
+    """
+    if os.path.isdir(path) and not os.path.islink(path):
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o700)
+        for root, dirs, _ in os.walk(path):
+            for name in dirs:
+                with contextlib.suppress(OSError):
+                    if not os.path.islink(os.path.join(root, name)):
+                        os.chmod(os.path.join(root, name), 0o700)
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return not os.path.lexists(path)
 
 
 class IsolationError(Exception):

@@ -93,6 +93,18 @@ class Assignment:
         return [c for c in self.cells if c.kind == "manual"]
 
     @property
+    def given_code(self) -> set[str]:
+        """The plain Python of the instructor's code cells (set-up and demonstrations), as given."""
+        out = set()
+        for cell in self.cells:
+            if cell.kind == "context" and cell.cell_type == "code":
+                try:
+                    out.add(to_python(cell.source))
+                except Exception:  # IPython's transformer on odd input: compared as written
+                    out.add(cell.source)
+        return out
+
+    @property
     def max_points(self) -> float:
         return sum(c.points for c in self.cells if c.kind in ("test", "manual"))
 

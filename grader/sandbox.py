@@ -10,8 +10,12 @@ grader over its standard input and output, one JSON line each way:
   *Restart and Run All* would; reply ``{"op": "ran", "id": n, "error": {...} | null}``;
 - ``{"op": "call", "id": n, "name": f, "args": [...], "kwargs": {...}}``: call the student's
   ``f`` with arguments the trusted checker encoded (files in the read-only inbox); reply
-  ``{"op": "return", "id": n, "value" | "error": ..., "mutated": {...}, "used_reference": [...]}``
-  with the value encoded by :mod:`grader.codec` (files in ``SCRATCH/out``).
+  ``{"op": "return", "id": n, "value" | "error": ..., "mutated": {...}, "trace": {...}}``
+  with the value encoded by :mod:`grader.codec` (files in ``SCRATCH/out``) and what the call
+  ran (:class:`grader.references.CallTrace`; the checker decides whether a reference was used).
+
+Every request carries a nonce that the reply must repeat: what the student's code writes into
+the reply pipe ahead of a request cannot answer it.
 
 Nothing here decides a grade and nothing the student's code writes is trusted: the grader keeps
 its own clock, reads replies with size limits, and the checker decodes values strictly.
@@ -22,16 +26,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import json
 import os
 import platform
 import resource
 import signal
+import stat
 import sys
 from pathlib import Path
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_PRINT_CHARS = 1_000_000
+#: Exit code of a sandbox whose protocol pipes the student's code closed (e.g. ``os.close`` on 0-20).
+PIPES_CLOSED = 71
 PRELOAD = ("numpy", "matplotlib", "matplotlib.figure", "tensorflow", "keras", "course")
 
 # ------------------------------------------------------------------------------------- seccomp
@@ -176,13 +184,20 @@ def confine(workdir: str, read: list[str], block_memfd: bool = False, private_tm
 
 
 # ------------------------------------------------------------------------------ the server
-class _CappedText:
-    """``sys.stdout``/``sys.stderr`` replacement: keeps the first characters, drops the rest."""
+class _CappedText(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` replacement: keeps the first characters, drops the rest.
+
+    It closes as a Jupyter kernel's stream does: ``close()`` works, later writes raise
+    ``ValueError: I/O operation on closed file`` (the grader's own pipes are other descriptors).
+    """
 
     def __init__(self, stream, limit: int):
+        super().__init__()
         self.stream, self.left = stream, limit
 
     def write(self, text):
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
         text = str(text)
         if self.left > 0:
             self.stream.write(text[: self.left])
@@ -192,13 +207,21 @@ class _CappedText:
         return len(text)
 
     def flush(self):
-        self.stream.flush()
+        if not self.closed:
+            self.stream.flush()
+
+    def writable(self):
+        return True
 
     def isatty(self):
         return False
 
     def fileno(self):
         return self.stream.fileno()
+
+    @property
+    def encoding(self):
+        return "utf-8"
 
 
 class Server:
@@ -212,12 +235,15 @@ class Server:
         self.inbox = Path(program["inbox"])
         self.encoder = Encoder(scratch / "out", prefix=int(program.get("attempt", 0)))
         self.namespace = namespace()
-        self.references = {k: list(v) for k, v in program.get("references", {}).items()}
+        self.trace = _call_trace()
         self.models = {}  # the checker's models, loaded once per sandbox (by file content)
 
     def reply(self, **message) -> None:
-        self.replies.write((json.dumps(message) + "\n").encode())
-        self.replies.flush()
+        try:
+            self.replies.write((json.dumps(message) + "\n").encode())
+            self.replies.flush()
+        except (OSError, ValueError):  # the student's code closed the grader's pipe (os.close(4))
+            os._exit(PIPES_CLOSED)
 
     def run_cell(self, request: dict) -> None:
         from grader.codec import encode_exception
@@ -228,7 +254,7 @@ class Server:
             exec(compile(cell["source"], f"<cell {cell['number']}>", "exec"), self.namespace)
         except BaseException as exc:  # the notebook goes on, as Run All with errors allowed does
             error = encode_exception(exc)
-        self.reply(op="ran", id=request["id"], error=error)
+        self.reply(op="ran", id=request["id"], nonce=request.get("nonce"), error=error)
 
     def _argument(self, data):
         from grader.codec import decode, model_digest
@@ -249,7 +275,7 @@ class Server:
         args = [self._argument(a) for a in request.get("args", [])]
         kwargs = {str(k): self._argument(v) for k, v in dict(request.get("kwargs", {})).items()}
         fn = self.namespace.get(name)
-        message = {"op": "return", "id": request["id"]}
+        message = {"op": "return", "id": request["id"], "nonce": request.get("nonce")}
         if fn is None or not callable(fn):
             what = "not defined" if fn is None else f"a {type(fn).__name__}, not a function"
             message["error"] = encode_exception(NameError(
@@ -258,14 +284,13 @@ class Server:
             return
         inputs = [*enumerate(args), *kwargs.items()]
         before = {str(k): fingerprint(v) for k, v in inputs}
-        used, error, value = [], None, None
-        try:
-            with _reference_guard(name, self.references.get(name, [])) as used:
-                value = fn(*args, **kwargs)
+        error, value, references = None, None, request.get("references")
+        try:  # traced when its exercise has references (the checker decides from the trace)
+            value = self.trace.run(fn, args, kwargs) if references else fn(*args, **kwargs)
         except BaseException as exc:
             error = exc
-        if used:
-            message["used_reference"] = list(used)
+        if references:
+            message["trace"] = self.trace.report(references)
         changed = {str(k): self.encoder.array(v) for k, v in inputs
                    if isinstance(v, np.ndarray) and fingerprint(v) != before[str(k)]}
         if changed:
@@ -283,7 +308,7 @@ class Server:
         self.reply(**message)
 
     def serve(self, requests) -> None:
-        for line in requests:
+        for line in _protocol_lines(requests):
             request = json.loads(line)
             if request.get("op") == "run":
                 self.run_cell(request)
@@ -293,14 +318,26 @@ class Server:
                 break
 
 
-def _reference_guard(exercise: str, references: list[str]):
-    """While a graded function runs: the package functions that solve its exercise refuse to
-    (``course.checks.reference_off_limits``; the same guard the notebooks' visible tests use)."""
-    if not references:
-        return contextlib.nullcontext([])
-    from course.checks import reference_off_limits
+def _protocol_lines(requests):
+    """The grader's requests, one line each; the process ends with :data:`PIPES_CLOSED` when the
+    student's code closed the pipe they come through."""
+    while True:
+        try:
+            line = requests.readline()
+        except (OSError, ValueError):
+            os._exit(PIPES_CLOSED)
+        if not line:
+            return
+        yield line
 
-    return reference_off_limits(exercise, references)
+
+def _call_trace():
+    """What records the code a graded call runs (:mod:`grader.references`), made before any
+    student code runs: the package's code objects are taken now."""
+    from grader.references import CallTrace, package_code
+
+    libraries = {os.path.join(os.path.abspath(p), "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return CallTrace(package_code("course"), tuple(sorted(libraries)))
 
 
 def _prepare_child(scratch: Path):
@@ -341,6 +378,7 @@ def _preload() -> None:
     matplotlib.use("Agg")
     import grader.codec  # noqa: F401  (used after confinement)
     import grader.notebook  # noqa: F401
+    import grader.references  # noqa: F401
 
     import course
 
@@ -369,23 +407,100 @@ def _mount_points() -> list[str]:
         return [line.split()[4].replace("\\040", " ") for line in info]
 
 
-def _empty(folder: str, mounts: list[str]) -> None:
-    """Delete what is inside ``folder`` (the private /tmp or /dev/shm, between two sandboxes),
-    except the folders bound in at ``mounts`` (the scratch folder, read-only folders)."""
-    import shutil
+#: The zygote's private tmpfs folders, reset to their first state between two sandboxes.
+PRIVATE_TMP = ("/tmp", "/dev/shm")
 
-    for entry in os.scandir(folder):
-        path = entry.path
-        if path in mounts:
-            continue
-        if any(m.startswith(path + os.sep) for m in mounts):
-            if entry.is_dir(follow_symlinks=False):
-                _empty(path, mounts)
-        elif entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
+
+def _state(folder: str, mounts: set[str]) -> dict[str, tuple]:
+    """What a private tmpfs folder holds: path -> (mode, owner, group, extended attributes,
+    content digest of a file) of every entry, down to (not into) the folders bound in (scratch,
+    inbox, read-only folders)."""
+    import hashlib
+
+    out = {}
+    stack = [folder]
+    while stack:
+        path = stack.pop()
+        info = os.lstat(path)
+        try:
+            xattrs = tuple(sorted(os.listxattr(path, follow_symlinks=False)))
+        except OSError:
+            xattrs = ()
+        digest = ""
+        if stat.S_ISREG(info.st_mode) and path not in mounts:
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        out[path] = (info.st_mode, info.st_uid, info.st_gid, xattrs, digest)
+        if (path == folder or path not in mounts) and os.path.isdir(path) and not os.path.islink(path):
+            stack += [entry.path for entry in os.scandir(path)]
+    return out
+
+
+def _free_blocks(folder: str) -> int:
+    return os.statvfs(folder).f_bfree
+
+
+class PrivateTmp:
+    """The zygote's private ``/tmp`` and ``/dev/shm`` (bubblewrap's tmpfs): what they held before
+    the first sandbox, restored after each one.
+
+    A sandbox may leave anything there: files in folders it made read-only (``0555``), a full
+    file system, changed modes or extended attributes of the folders bubblewrap made. The
+    zygote (the same user as every sandbox, so the owner of all of it) makes what it finds
+    writable, deletes everything that was not there at the start, restores the modes and
+    attributes of what was, and then checks that the state and the free space are exactly the
+    first ones. When they are not, :meth:`reset` says what is left and the grader replaces the
+    zygote (a new bubblewrap, new tmpfs folders) before the next submission: nothing survives.
+    """
+
+    def __init__(self):
+        self.mounts = set(_mount_points())
+        self.first = {folder: _state(folder, self.mounts) for folder in PRIVATE_TMP}
+        self.free = {folder: _free_blocks(folder) for folder in PRIVATE_TMP}
+
+    def _restore(self, folder: str) -> None:
+        from grader.isolation import remove_tree
+
+        first = self.first[folder]
+        stack = [folder]
+        while stack:
+            path = stack.pop()
+            if (path != folder and path in self.mounts) or not os.path.isdir(path) or os.path.islink(path):
+                continue
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.chmod(path, 0o700)  # list and delete even what the sandbox made read-only
+            for entry in list(os.scandir(path)):
+                if entry.path in first:
+                    stack.append(entry.path)
+                else:
+                    remove_tree(entry.path)
+        for path, (mode, _, _, xattrs, _) in first.items():
+            if path != folder and path in self.mounts:
+                continue
+            with contextlib.suppress(OSError):
+                for name in os.listxattr(path, follow_symlinks=False):
+                    if name not in xattrs:
+                        os.removexattr(path, name, follow_symlinks=False)
+                os.chmod(path, mode & 0o7777)
+
+    def reset(self) -> str:
+        """Restore both folders; returns ``""`` when they are as they were first, else what is left."""
+        left = []
+        for folder in PRIVATE_TMP:
+            try:
+                self._restore(folder)
+                now = _state(folder, self.mounts)
+            except OSError as exc:
+                left.append(f"{folder}: {exc}")
+                continue
+            extra = sorted(set(now) - set(self.first[folder]))
+            changed = sorted(p for p in now.keys() & self.first[folder].keys() if now[p] != self.first[folder][p])
+            if extra or changed:
+                left.append(f"{folder}: {len(extra)} entries left ({', '.join(extra[:3])}), "
+                            f"{len(changed)} changed ({', '.join(changed[:3])})")
+            elif _free_blocks(folder) < self.free[folder]:
+                left.append(f"{folder}: {self.free[folder] - _free_blocks(folder)} blocks still in use")
+        return "; ".join(left)
 
 
 def _fork_sandbox(request: dict, fds: list[int], control) -> int:
@@ -433,7 +548,7 @@ def zygote_main() -> int:
     os.close(null)
     _preload()
     _libc().prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/PID/mem, no ptrace of the zygote
-    private_tmp = os.environ.get("GRADER_PRIVATE_TMP") == "1"
+    tmp = PrivateTmp() if os.environ.get("GRADER_PRIVATE_TMP") == "1" else None
     children: set[int] = set()
     control.send(json.dumps({"op": "ready"}).encode())
     while True:
@@ -448,15 +563,22 @@ def zygote_main() -> int:
             for pid in list(children):  # the grader has stopped the previous sandbox
                 os.waitpid(pid, 0)
                 children.discard(pid)
-            if private_tmp:
-                mounts = _mount_points()
-                for folder in ("/tmp", "/dev/shm"):
-                    _empty(folder, mounts)
+            left = tmp.reset() if tmp is not None else ""
+            if left:  # refuse: the grader starts a new zygote, with new tmpfs folders
+                for fd in fds:
+                    os.close(fd)
+                control.send(json.dumps({"error": f"the private /tmp or /dev/shm cannot be emptied ({left})"}).encode())
+                continue
             pid = _fork_sandbox(request, fds, control)
             for fd in fds:
                 os.close(fd)
             children.add(pid)
             answer = {"pid": pid}
+        elif request.get("op") == "reset":  # after a submission: empty and check its /tmp, /dev/shm now
+            for pid in list(children):
+                os.waitpid(pid, 0)
+                children.discard(pid)
+            answer = {"left": tmp.reset() if tmp is not None else ""}
         elif request.get("op") == "wait" and int(request.get("pid", 0)) in children:
             pid, code = int(request["pid"]), None
             deadline = time.monotonic() + float(request.get("timeout", 0))

@@ -88,6 +88,8 @@ class Report:
                                            width=100, initial_indent="      ", subsequent_indent="      "))
         for p in r.get("problems", []):
             lines.append(f"  note: {p}")
+        for p in r.get("review", []):
+            lines.append(f"  needs review: {p}")
         lines.append(self._verdict())
         return "\n".join(lines)
 
