@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -86,13 +87,26 @@ def interpreter() -> str:
     return os.path.abspath(sys.executable)
 
 
+@functools.cache
+def import_folders() -> list[str]:
+    """The folders the sandbox's Python imports from: ``sys.path`` of ``python -I`` (its standard
+    library, its site-packages and what their ``.pth`` files add), without a checkout's own root
+    (a path-style editable install puts it there: its ``solutions/`` must stay out of reach) and
+    without an import hook's made-up entries (setuptools' editable finder adds one)."""
+    found = subprocess.run([interpreter(), "-I", "-c", "import json, sys; print(json.dumps(sys.path))"],
+                           capture_output=True, text=True, check=True)
+    checkout = _course_paths().checkout_root()
+    return [p for p in json.loads(found.stdout)
+            if os.path.isabs(p) and not (checkout and Path(p).resolve() in (checkout, *checkout.parents))]
+
+
 def read_paths() -> list[str]:
-    """What a sandbox may read: Python, the installed packages, ``course/`` and ``grader/``, the
-    trained models and the data (keras' cache under ``$KERAS_HOME`` too); nothing that depends on
-    the current directory."""
+    """What a sandbox may read: Python, the installed packages (wherever ``.pth`` files put them),
+    ``course/`` and ``grader/``, the trained models and the data (keras' cache under
+    ``$KERAS_HOME`` too); nothing that depends on the current directory."""
     import importlib.util
 
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, *course_dirs().values(),
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, *import_folders(), *course_dirs().values(),
              str(_course_paths().keras_datasets_dir())}
     for name in ("course", "grader"):
         spec = importlib.util.find_spec(name)
@@ -514,7 +528,7 @@ class CheckerProcess:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg", TMPDIR=str(workdir))
         self.source, self.workdir = source, workdir
         self.log = open(log or os.devnull, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "grader.checker"], env=env, cwd=workdir,
+        self.proc = subprocess.Popen([interpreter(), "-m", "grader.checker"], env=env, cwd=workdir,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
         self.lines = _Lines(self.proc.stdout, 256 * 2**20)
         self._send({"op": "source", "path": str(source)})
