@@ -413,25 +413,28 @@ PRIVATE_TMP = ("/tmp", "/dev/shm")
 
 def _state(folder: str, mounts: set[str]) -> dict[str, tuple]:
     """What a private tmpfs folder holds: path -> (mode, owner, group, extended attributes,
-    content digest of a file) of every entry, down to (not into) the folders bound in (scratch,
-    inbox, read-only folders)."""
+    content digest of a file) of every entry; the folders bound in (scratch, inbox, read-only
+    folders) only as being there, as the grader, not the sandbox, owns what they hold."""
     import hashlib
 
     out = {}
     stack = [folder]
     while stack:
         path = stack.pop()
+        if path != folder and path in mounts:  # its mode and files are the grader's (scratch, inbox)
+            out[path] = ("bound in",)
+            continue
         info = os.lstat(path)
         try:
             xattrs = tuple(sorted(os.listxattr(path, follow_symlinks=False)))
         except OSError:
             xattrs = ()
         digest = ""
-        if stat.S_ISREG(info.st_mode) and path not in mounts:
+        if stat.S_ISREG(info.st_mode):
             with open(path, "rb") as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
         out[path] = (info.st_mode, info.st_uid, info.st_gid, xattrs, digest)
-        if (path == folder or path not in mounts) and os.path.isdir(path) and not os.path.islink(path):
+        if os.path.isdir(path) and not os.path.islink(path):
             stack += [entry.path for entry in os.scandir(path)]
     return out
 
@@ -474,9 +477,10 @@ class PrivateTmp:
                     stack.append(entry.path)
                 else:
                     remove_tree(entry.path)
-        for path, (mode, _, _, xattrs, _) in first.items():
+        for path, entry in first.items():
             if path != folder and path in self.mounts:
                 continue
+            mode, _, _, xattrs, _ = entry
             with contextlib.suppress(OSError):
                 for name in os.listxattr(path, follow_symlinks=False):
                     if name not in xattrs:
