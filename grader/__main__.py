@@ -98,7 +98,8 @@ def _check(args) -> int:
 
     if not args.notebook.is_file():
         raise GraderError(f"no notebook at {args.notebook}: give the path of a saved .ipynb file")
-    report = check_notebook(args.notebook, args.check_source, echo=not args.json)
+    report = check_notebook(args.notebook, args.check_source, echo=not args.json,
+                            service=False if args.no_service else None)
     if args.json:
         print(json.dumps(report.result, indent=1))
     return 0 if report.passed else 1
@@ -182,6 +183,8 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", dest="check_source", type=Path,
                    help="instructor source notebook (default: solutions/<name>/<name>.ipynb)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
+    p.add_argument("--no-service", action="store_true",
+                   help="check in fresh processes, not through the warm self-check service (grader/service.py)")
 
     args, lab_args = parser.parse_known_args(argv)
     if lab_args and args.command != "formgrader":

@@ -855,6 +855,86 @@ def isolation_available(required: bool) -> bool:
     return not why
 
 
+class Worker:
+    """One grading worker: its zygote and checker, kept from one submission to the next.
+
+    The checker is replaced when the assignment (its source path or content) changes, and both
+    are replaced after a failure of the grader itself. :func:`grade_many` runs one per thread;
+    the self-check service (:mod:`grader.service`) keeps one for its whole life.
+
+    Args:
+        workroot: A private folder for the worker's slot and checker folders (the caller removes it).
+        threads: TensorFlow threads of each sandbox.
+        isolated: Run sandboxes inside bubblewrap.
+        log_dir: Where the zygote's and checker's logs go (None: discarded).
+    """
+
+    def __init__(self, workroot: Path, threads: int, isolated: bool, log_dir: Path | None = None):
+        self.workroot, self.threads, self.isolated, self.log_dir = workroot, threads, isolated, log_dir
+        self.zygote: Zygote | None = None
+        self.checker: CheckerProcess | None = None
+        self.checker_key: tuple = ()
+        self.starts = {"zygote": 0, "checker": 0}
+
+    def _log(self, kind: str) -> Path | None:
+        return (self.log_dir / f"{kind}-{threading.get_ident()}.log") if self.log_dir else None
+
+    def _zygote(self) -> Zygote:
+        if self.zygote is None or not self.zygote.alive():
+            if self.zygote is not None:
+                self.zygote.close()
+            slot = Path(tempfile.mkdtemp(prefix="slot-", dir=self.workroot))
+            self.zygote = Zygote(slot, self.threads, self.isolated, self._log("zygote"))
+            self.starts["zygote"] += 1
+        return self.zygote
+
+    def _checker(self, assignment: Assignment) -> CheckerProcess:
+        key = (assignment.path, assignment.digest)
+        if self.checker is None or self.checker_key != key or not self.checker.alive():
+            if self.checker is not None:
+                self.checker.close()
+            cwd = Path(tempfile.mkdtemp(prefix="checker-", dir=self.workroot))
+            self.checker, self.checker_key = CheckerProcess(assignment.path, cwd, self._log("checker")), key
+            self.starts["checker"] += 1
+        return self.checker
+
+    def grade(self, task: Task, limits: Limits) -> dict:
+        """The result of one task; a failure of the grader is retried once with a new checker and
+        zygote, then becomes ``status: "error"`` (never a score)."""
+        reason = ""
+        for _ in range(2):
+            try:
+                checker = self._checker(task.assignment)
+                result = grade(task.assignment, task.notebook, checker, limits, self.workroot,
+                               list(task.files), self.threads, self.isolated, self._zygote())
+                break
+            except Exception as exc:  # the grader's own failure, never the student's zero
+                reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, GraderError) else str(exc)
+                self.close()
+        else:
+            result = error_result(task, reason)
+        result["student"] = task.student
+        return result
+
+    def close(self) -> None:
+        for process in (self.checker, self.zygote):
+            if process is not None:
+                process.close()
+        self.checker, self.zygote, self.checker_key = None, None, ()
+
+
+def new_workroot() -> Path:
+    """A private (0700) folder of the system's temporary folder for one run of the grader."""
+    workroot = Path(tempfile.mkdtemp(prefix="grader-"))
+    os.chmod(workroot, 0o700)
+    return workroot
+
+
+def sandbox_threads(jobs: int) -> int:
+    """TensorFlow threads of each sandbox when ``jobs`` submissions are graded at a time."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, progress: bool = True,
                log_dir: Path | None = None, isolated: bool | None = None, write: bool = True) -> list[dict]:
     """Grade ``tasks`` with ``jobs`` submissions at a time; write each result to ``task.out``.
@@ -874,57 +954,20 @@ def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, p
     else:
         isolation_available(isolated)  # refuses when required and missing, and anywhere but Linux
     jobs = max(1, min(jobs, len(tasks)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    workroot = Path(tempfile.mkdtemp(prefix="grader-"))
-    os.chmod(workroot, 0o700)
+    threads = sandbox_threads(jobs)
+    workroot = new_workroot()
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
     bar = Progress(len(tasks), enabled=progress)
     local = threading.local()
-    checkers, zygotes, lock = [], [], threading.Lock()
-
-    def zygote_for() -> Zygote:
-        current = getattr(local, "zygote", None)
-        if current is None or not current.alive():
-            if current is not None:
-                current.close()
-            slot = Path(tempfile.mkdtemp(prefix="slot-", dir=workroot))
-            log = (log_dir / f"zygote-{threading.get_ident()}.log") if log_dir else None
-            local.zygote = Zygote(slot, threads, isolated, log)
-            with lock:
-                zygotes.append(local.zygote)
-        return local.zygote
-
-    def checker_for(assignment: Assignment) -> CheckerProcess:
-        current = getattr(local, "checker", None)
-        if current is None or current.source != assignment.path or not current.alive():
-            if current is not None:
-                current.close()
-            cwd = Path(tempfile.mkdtemp(prefix="checker-", dir=workroot))
-            log = (log_dir / f"checker-{threading.get_ident()}.log") if log_dir else None
-            local.checker = CheckerProcess(assignment.path, cwd, log)
-            with lock:
-                checkers.append(local.checker)
-        return local.checker
+    workers, lock = [], threading.Lock()
 
     def one(task: Task) -> dict:
-        reason = ""
-        for _ in range(2):  # a grader failure: a new checker, one more try
-            try:
-                checker = checker_for(task.assignment)
-                result = grade(task.assignment, task.notebook, checker, limits, workroot,
-                               list(task.files), threads, isolated, zygote_for())
-                break
-            except Exception as exc:  # the grader's own failure, never the student's zero
-                reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, GraderError) else str(exc)
-                for kind in ("checker", "zygote"):
-                    current = getattr(local, kind, None)
-                    if current is not None:
-                        current.close()
-                        setattr(local, kind, None)
-        else:
-            result = error_result(task, reason)
-        result["student"] = task.student
+        if getattr(local, "worker", None) is None:
+            local.worker = Worker(workroot, threads, isolated, log_dir)
+            with lock:
+                workers.append(local.worker)
+        result = local.worker.grade(task, limits)
         if write:
             write_json(task.out, result)
         with lock:
@@ -935,8 +978,8 @@ def grade_many(tasks: list[Task], jobs: int = 1, limits: Limits | None = None, p
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
             results = list(pool.map(one, tasks))
     finally:
-        for c in [*checkers, *zygotes]:
-            c.close()
+        for worker in workers:
+            worker.close()
         if not os.environ.get("GRADER_KEEP_WORKDIRS"):
             remove_tree(str(workroot))
     return results

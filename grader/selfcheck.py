@@ -30,6 +30,8 @@ from pathlib import Path
 from grader.engine import ROOT, Limits, Task, grade_many
 from grader.notebook import NotebookError, nbgrader_metadata, read_json_notebook, read_source
 
+#: What the learner waits for, said by the progress line.
+STARTING = "the first check starts the grader, 5-15 s; later ones reuse it, about 2 s"
 _SOLUTION_REGION = re.compile(r"### BEGIN SOLUTION\s*(.*?)\s*### END SOLUTION", re.S)
 
 
@@ -212,8 +214,32 @@ def _model_answers(source: Path) -> dict[str, str]:
     return answers
 
 
+def _use_service(service: bool | None) -> bool:
+    """Whether to check through the self-check service: Linux only, ``$GRADER_SERVICE=off`` says no."""
+    if service is None:
+        service = os.environ.get("GRADER_SERVICE", "on").lower() not in ("off", "0", "no")
+    return service and sys.platform == "linux"
+
+
+def _grade(notebook: Path, src: Path, limits: Limits | None, service: bool | None, echo: bool) -> dict:
+    """The grader's result: from the self-check service, else (or when it fails) in fresh processes."""
+    files = [f for f in notebook.parent.iterdir() if f.is_file() and not f.is_symlink() and f.suffix != ".ipynb"]
+    if _use_service(service):
+        from grader import service as check_service
+
+        try:
+            return check_service.check(notebook, src, files, limits or Limits())
+        except check_service.ServiceUnavailable as why:
+            if echo:
+                print(f"        the check service is not available ({why}): checking in fresh processes",
+                      file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="check-") as tmp:
+        task = Task(read_source(src), notebook, "me", Path(tmp) / "result.json", tuple(files))
+        return grade_many([task], jobs=1, limits=limits, progress=False, write=False)[0]
+
+
 def check_notebook(path: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
-                   echo: bool = True, limits: Limits | None = None) -> Report:
+                   echo: bool = True, limits: Limits | None = None, service: bool | None = None) -> Report:
     """Check the *saved* notebook at ``path`` (default: the current one) and print the report.
 
     Args:
@@ -221,6 +247,9 @@ def check_notebook(path: str | os.PathLike | None = None, source: str | os.PathL
         source: The instructor source to check against (default: found by :func:`find_source`).
         echo: Print the report.
         limits: Time and memory limits (defaults as for the instructor).
+        service: Check through the self-check service (:mod:`grader.service`), started by the first
+            check and kept warm for the next ones; False: in fresh processes; None (default): unless
+            ``$GRADER_SERVICE`` is ``off``.
 
     Returns:
         The :class:`Report` (``report.passed`` is True when every autograded test passes), or
@@ -235,16 +264,12 @@ def check_notebook(path: str | os.PathLike | None = None, source: str | os.PathL
     if not notebook.is_file():
         raise FileNotFoundError(f"no notebook at {notebook}: give the path of a saved .ipynb file")
     src, hidden, note = (Path(source), True, "") if source else find_source(notebook)
-    assignment = read_source(src)
+    read_source(src)  # a source that cannot be used is the caller's error, before anything starts
     start = time.monotonic()
     if echo:  # the progress line: the report follows in some seconds
-        print(f"[  0.0 s] checking {notebook.name} against {src.name} in a sandbox (TensorFlow starts in "
-              "fresh processes: 5-15 s) ...", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix="check-") as tmp:
-        out = Path(tmp) / "result.json"
-        files = [f for f in notebook.parent.iterdir() if f.is_file() and not f.is_symlink() and f.suffix != ".ipynb"]
-        result = grade_many([Task(assignment, notebook, "me", out, tuple(files))], jobs=1,
-                            limits=limits, progress=False, write=False)[0]
+        print(f"[  0.0 s] checking {notebook.name} against {src.name} in a sandbox ({STARTING}) ...",
+              file=sys.stderr, flush=True)
+    result = _grade(notebook, src, limits, service, echo)
     report = Report(result, src, hidden, note, _model_answers(src) if hidden else {})
     if echo:
         print(f"[{time.monotonic() - start:5.1f} s] checked {notebook.name}", file=sys.stderr, flush=True)
@@ -300,7 +325,7 @@ def check(path: str | os.PathLike | None = None, **kwargs) -> Report | None:
     saved = time.strftime("%H:%M:%S", time.localtime(notebook.stat().st_mtime))
     handle = display({"text/plain": (
         f"checking {notebook.name} as saved at {saved} (save with Ctrl+S first to include your latest changes): "
-        "the grader runs it in fresh processes, this takes 10-30 s ...")}, raw=True, display_id=True)
+        f"the grader runs it in a sandbox ({STARTING}) ...")}, raw=True, display_id=True)
     start = time.monotonic()
     kwargs["echo"] = False
     try:

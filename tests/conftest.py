@@ -108,6 +108,19 @@ def tiny_linear() -> keras.Sequential:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def check_services(tmp_path_factory):
+    """The self-check services the tests start (grader/service.py): in a folder of this run, idle
+    for at most two minutes, and all stopped when the run ends."""
+    from grader import service
+
+    folder = tmp_path_factory.mktemp("services")
+    folder.chmod(0o700)
+    os.environ.update(GRADER_RUNTIME_DIR=str(folder), GRADER_SERVICE_IDLE="120")
+    yield folder
+    service.stop_all()
+
+
 @pytest.fixture
 def tiny_model():
     return tiny_sequential()
