@@ -27,6 +27,10 @@ from course.errors import (  # noqa: E402  (TF-free, so imported at once)
 
 __version__ = "0.1.0"
 
+#: True while the grader runs the notebook (its sandboxes set ``GRADER_SANDBOX=1``). Demo cells that
+#: only time or train something use it to run short; nothing graded may depend on it.
+GRADING = os.environ.get("GRADER_SANDBOX") == "1"
+
 #: module -> the public names it gives the package (imported on first use).
 _EXPORTS = {
     "activations": ("activation_model", "conv_layer_names", "extract_feature_maps", "feature_map_layer_names",
@@ -56,7 +60,7 @@ _EXPORTS = {
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(["CourseError", "DatasetError", "InputShapeError", "LayerError", "ReferenceNotAllowed",
+__all__ = sorted(["CourseError", "DatasetError", "GRADING", "InputShapeError", "LayerError", "ReferenceNotAllowed",
                   "__version__", *_MODULE_OF])
 
 

@@ -32,6 +32,10 @@ EXPECTED = {
     "y_test": ((10000,), "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5"),
 }
 
+#: MNIST read and verified once by :func:`preload`: (path, device, inode, size, mtime) -> arrays.
+_PRELOADED: dict[tuple, dict[str, np.ndarray]] = {}
+
+
 def _fix() -> str:
     return (
         "Delete it and run again to download a fresh copy, or copy a good mnist.npz into "
@@ -78,6 +82,9 @@ def read_arrays(file: Path) -> dict[str, np.ndarray]:
         DatasetError: The file is unreadable, truncated, has the wrong arrays, or its
             content differs from the published MNIST.
     """
+    preloaded = _PRELOADED.get(_identity(file))
+    if preloaded is not None:
+        return dict(preloaded)
     try:
         with np.load(file, allow_pickle=False) as npz:
             missing = sorted(set(EXPECTED) - set(npz.files))
@@ -109,6 +116,40 @@ def read_arrays(file: Path) -> dict[str, np.ndarray]:
                 f"(sha256 {actual[:12]}..., expected {digest[:12]}...). {_fix()}"
             )
     return arrays
+
+
+def _identity(file: Path) -> tuple | None:
+    try:
+        st = file.stat()
+    except OSError:
+        return None
+    return (str(file.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def preload(path: str | os.PathLike | None = None) -> Path:
+    """Read and verify MNIST once, so that later reads of the same unchanged file in this process
+    skip the decompression and the content hashes (about 0.2 s).
+
+    For the grader's zygote: every sandbox forked from it finds the arrays already read (its own
+    copy-on-write pages, so nothing passes between sandboxes), where the data folder is mounted
+    read-only. The arrays kept are read-only; :func:`load_mnist` still returns new ones each call.
+
+    Args:
+        path: As for :func:`load_mnist`; nothing is downloaded.
+
+    Returns:
+        The file read.
+
+    Raises:
+        DatasetError: No MNIST file on this machine, or it is not MNIST.
+    """
+    file = locate(path, allow_download=False)
+    arrays = read_arrays(file)
+    for array in arrays.values():
+        array.flags.writeable = False
+    _PRELOADED.clear()
+    _PRELOADED[_identity(file)] = arrays
+    return file
 
 
 def download(url: str | None = None, destination: Path | None = None) -> Path:
@@ -199,8 +240,8 @@ def load_mnist(path: str | os.PathLike | None = None):
     file = locate(path)
     arrays = read_arrays(file)
 
-    def images(key):
-        return (arrays[key].astype(np.float32) / 255.0)[..., np.newaxis]
+    def images(key):  # one float32 pass: astype then divide costs 0.7 s more for the training set
+        return np.divide(arrays[key], np.float32(255.0), dtype=np.float32)[..., np.newaxis]
 
     return (
         (images("x_train"), arrays["y_train"].astype(np.int64)),

@@ -152,3 +152,40 @@ def test_keras_home_is_honoured_by_the_package_and_the_grader(tmp_path, monkeypa
     assert str(tmp_path / "kh" / "datasets") in engine.read_paths()
     monkeypatch.delenv("KERAS_HOME")
     assert _paths.keras_datasets_dir() == Path.home() / ".keras" / "datasets"
+
+
+def test_scaling_is_exactly_dividing_by_255(mnist):
+    raw = data.read_arrays(data.locate())
+    (x_train, _), (x_test, _) = mnist
+    assert np.array_equal(x_train[..., 0], raw["x_train"].astype(np.float32) / 255.0)
+    assert np.array_equal(x_test[..., 0], raw["x_test"].astype(np.float32) / 255.0)
+
+
+def test_preload_serves_the_same_unchanged_file_without_reading_it_again(tmp_path, monkeypatch):
+    file = tmp_path / "mnist.npz"
+    shutil.copy(REAL_FILE, file)
+    monkeypatch.setattr(data, "_PRELOADED", {})
+    assert data.preload(file) == file
+    expected = data.load_mnist(file)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the preloaded file was read again")
+
+    monkeypatch.setattr(np, "load", no_reading)
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(file)
+    assert np.array_equal(x_train, expected[0][0]) and np.array_equal(y_test, expected[1][1])
+    x_train[0] = 5.0  # what load_mnist returns is the caller's own; the kept arrays are read-only
+    assert data.load_mnist(file)[0][0][0].max() <= 1.0
+    assert not data.read_arrays(file)["x_train"].flags.writeable
+    monkeypatch.undo()
+
+    monkeypatch.setattr(data, "_PRELOADED", data._PRELOADED)
+    write_npz(file)  # another file at the same path: read again
+    with pytest.raises(DatasetError, match="not MNIST's content"):
+        data.load_mnist(file)
+
+
+def test_preload_never_downloads(no_local_copy, monkeypatch):
+    monkeypatch.setattr(data, "download", lambda *a, **k: pytest.fail("preload downloaded"))
+    with pytest.raises(DatasetError, match="downloads are off"):
+        data.preload()

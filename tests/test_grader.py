@@ -394,3 +394,15 @@ def test_codec_refuses_forged_sizes_before_allocating(tmp_path):
     (tmp_path / "0_3.npy").symlink_to(tmp_path / "elsewhere.npy")
     with pytest.raises(Unsupported, match="cannot be opened"):
         decode(tmp_path, {"t": "array", "blob": "0_3.npy"})
+
+
+def test_course_grading_is_true_only_where_the_grader_runs_the_notebook(tmp_path):
+    from grader import engine
+
+    env = engine.sandbox_env(1, tmp_path, private_tmp=False)
+    flag = "import course; print(course.GRADING)"
+    inside = subprocess.run([sys.executable, "-c", flag], env={**os.environ, **env}, capture_output=True, text=True)
+    outside = subprocess.run([sys.executable, "-c", flag], env={k: v for k, v in os.environ.items()
+                                                                 if k != "GRADER_SANDBOX"}, capture_output=True,
+                             text=True)
+    assert (inside.stdout.strip(), outside.stdout.strip()) == ("True", "False"), (inside.stderr, outside.stderr)
