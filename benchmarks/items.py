@@ -381,8 +381,9 @@ def autograding(sizes: Sizes, model, images) -> list[Row]:
            f"doubles the time of the graded calls on Python 3.11, the checker rebuilds each returned figure): "
            f"2 workers cannot beat {_seconds(cells / 2)} per submission, {bare / (cells / 2):.1f}x; tried: a zygote "
            "per worker that imports TensorFlow once and forks each sandbox (3.5 s to 0.03 s per sandbox), a zygote "
-           "that is reused (its reset no longer fails on the folders bound into its /tmp); running set-up cells "
-           "before the fork is unsafe (TensorFlow is not fork-safe once an op has run)")
+           "that is reused (its reset no longer fails on the folders bound into its /tmp), MNIST read once in the "
+           "zygote, the timing demo run once under the grader, hidden plot checks of 20 and 12 maps; running "
+           "set-up cells before the fork is unsafe (TensorFlow is not fork-safe once an op has run)")
     return [
         Row(
             f"autograde {count} copies of notebook 02, --jobs 2", "s", per, bare, "executing it once (nbclient)",
@@ -442,7 +443,8 @@ def self_check(sizes: Sizes, model, images) -> list[Row]:
                f"a new process importing TensorFlow and the package {_seconds(start_up)}); what is left per check "
                f"({_seconds(median)}) is a new sandbox running the notebook's cells and the checks (the reference "
                "guard's call trace about doubles the time of the graded calls on Python 3.11, and the checker "
-               "rebuilds each returned figure); tried: the self-check service, the zygote, a progress line")
+               "rebuilds each returned figure); tried: the self-check service, the zygote, a progress line, MNIST read "
+               "once in the zygote, short timing demos under the grader, fewer panels in the hidden plot checks")
         rows.append(Row(name, "s", median, first, "first check (starts the service)", f"<= 3 s (median of {repeat})",
                         median, f"{_seconds(median)} median, exit {done.returncode}, {len(progress)} progress lines",
                         median <= 3 and bool(progress) and done.returncode == 0, details, why))

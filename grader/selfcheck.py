@@ -31,7 +31,7 @@ from grader.engine import ROOT, Limits, Task, grade_many
 from grader.notebook import NotebookError, nbgrader_metadata, read_json_notebook, read_source
 
 #: What the learner waits for, said by the progress line.
-STARTING = "the first check starts the grader, 5-15 s; later ones reuse it, about 5 s"
+STARTING = "the first check starts the grader, 5-15 s; later ones reuse it, about 3 s"
 _SOLUTION_REGION = re.compile(r"### BEGIN SOLUTION\s*(.*?)\s*### END SOLUTION", re.S)
 
 
