@@ -32,7 +32,7 @@ from course.callbacks import _kernels
 from course.errors import CourseError, InputError, LayerError, OptionError
 from course.normalize import normalize_maps
 from course.plotting import GAP_COLOR, montage
-from course.tracing import input_shape, trace
+from course.tracing import input_shape, model_images, range_note, trace
 
 #: The normalizations the switch offers (see :mod:`course.normalize` for what each hides).
 NORMALIZATIONS = ("per_map", "per_layer", "robust")
@@ -207,6 +207,13 @@ class Explorer(anywidget.AnyWidget):
                 f"model '{model.name}' takes inputs of shape {self.input_shape}: the explorer needs an "
                 "image model (height, width, channels)."
             )
+        if None in self.input_shape:  # a model for any image size: explore it at the images' size
+            if images is None:
+                raise OptionError(
+                    f"model '{model.name}' takes images of any size {self.input_shape}, and the explorer needs "
+                    "one: pass images= some images of the size to explore."
+                )
+            self.input_shape = model_images(model, images).shape[1:]
         if layers is None:
             names = conv_layer_names(model)
             if not names:
@@ -224,7 +231,8 @@ class Explorer(anywidget.AnyWidget):
             )
         self.layers = list(names)
         self.preprocess = preprocess
-        self.images = None if images is None else validate.images(images, self.input_shape)
+        self.images = None if images is None else validate.images(
+            images, self.input_shape, range_note=range_note(model))
         self.snapshots = None if logger is None else _snapshots(logger)
         outputs = {"maps": {name: traced.taps[name] for name in names}, "output": traced.output}
         forward = keras.Model(traced.inputs, outputs, name=f"{model.name}_explorer")
@@ -260,7 +268,7 @@ class Explorer(anywidget.AnyWidget):
     # ---------------------------------------------------------------- inputs
     def show(self, image) -> None:
         """Make ``image`` (H, W, C) in [0, 1] the current input and update everything."""
-        self.image = validate.one_image(image, self.input_shape)[0]
+        self.image = validate.one_image(image, self.input_shape, range_note=range_note(self.model))[0]
         self.compute()
         self.render()
 
@@ -298,6 +306,24 @@ class Explorer(anywidget.AnyWidget):
             return
         self.epoch = -1
         self.show(image)
+
+    @traitlets.validate("selected")
+    def _valid_selection(self, proposal):
+        selected = list(proposal["value"])
+        if not selected:
+            return selected
+        layers = getattr(self, "layers", [])
+        shown = f"{selected!r}"[:60]
+        if len(selected) != 2 or selected[0] not in layers:
+            raise OptionError(
+                f"selected must be [layer, channel] with a layer of the explorer {layers}, got {shown}: "
+                "e.g. explorer.selected = [explorer.layers[0], 3], or [] for none."
+            )
+        try:  # a channel past the last map is a click beside the montage: it shows nothing
+            channel = validate.integer(selected[1], "the selected channel", 0)
+        except CourseError as exc:
+            raise OptionError(f"selected {shown}: {exc}") from None
+        return [selected[0], channel]
 
     @traitlets.observe("normalization", "overlay", "selected", "epoch", "logged_image")
     def _on_view(self, change) -> None:

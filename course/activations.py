@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import math
 import os
-import weakref
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from course import validate
-from course.errors import LayerError
-from course.tracing import check_model, input_shape, trace
+from course.errors import InputError, LayerError
+from course.tracing import check_model, input_shape, model_images, trace
 
 _CONV_TYPES = (
     keras.layers.Conv1D,
@@ -34,8 +33,6 @@ _CONV_TYPES = (
     keras.layers.SeparableConv2D,
     keras.layers.Conv2DTranspose,
 )
-# model -> {layer names -> (activation model, compiled call)}; weak so models can be freed.
-_CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 #: At most this many bytes of maps per forward pass (``batch_size`` is lowered to fit): 1,024
 #: MNIST images' conv maps (117 KB each), the batch at which the compiled forward pass is fastest
 #: here; 256 per pass cost a quarter more time for the same maps.
@@ -74,6 +71,20 @@ def resolve_layers(model: keras.Model, layers, traced=None, *, maps_only: bool =
     return names
 
 
+def resolve_layer(model: keras.Model, layer, traced=None, *, maps_only: bool = True) -> str:
+    """One layer (name, index or object) as its traced name, checked; a list is refused.
+
+    Raises:
+        LayerError: A list or tuple of layers, or what :func:`resolve_layers` refuses.
+    """
+    if isinstance(layer, (list, tuple)):
+        raise LayerError(
+            f"this function takes one layer, got a {type(layer).__name__} of {len(layer)} ({str(layer)[:60]}): "
+            "call it once per layer, e.g. [f(model, image, name) for name in names]."
+        )
+    return resolve_layers(model, layer, traced, maps_only=maps_only)[0]
+
+
 def layer_output_shapes(model: keras.Model) -> dict[str, tuple]:
     """Every layer's output shape (batch axis as None), in the order data flows.
 
@@ -110,8 +121,7 @@ def find_layer(model: keras.Model, name):
         LayerError: No such layer (the closest name is suggested).
     """
     traced = trace(model)
-    [resolved] = resolve_layers(model, name, traced, maps_only=False)
-    return traced.layers[resolved]
+    return traced.layers[resolve_layer(model, name, traced, maps_only=False)]
 
 
 def activation_model(model: keras.Model, layers=None) -> keras.Model:
@@ -149,15 +159,15 @@ def _cached_activation_model(model: keras.Model, names: tuple[str, ...] | None):
     The compiled pass takes batches of any size (one trace), always in inference mode; it
     reads the layers' variables, so later weight changes are seen.
     """
-    per_model = _CACHE.setdefault(model, {})
-    if names not in per_model:
+    per_model = trace(model).models
+    if ("maps", names) not in per_model:
         import tensorflow as tf
 
         maps_model = activation_model(model, None if names is None else list(names))
         spec = tf.TensorSpec((None, *input_shape(model)), tf.float32)
         compiled = tf.function(lambda x: maps_model(x, training=False), input_signature=[spec])
-        per_model[names] = (maps_model, compiled)
-    return per_model[names]
+        per_model["maps", names] = (maps_model, compiled)
+    return per_model["maps", names]
 
 
 def _as_numpy(tensor) -> np.ndarray:
@@ -187,7 +197,9 @@ def extract_feature_maps(
     Args:
         model: A built Keras model (see :func:`activation_model`).
         images: One image (H, W, C) or a batch (N, H, W, C), float in the range the model
-            was trained on ([0, 1] for the course's model). Grey images may omit C.
+            was trained on ([0, 1] for the course's model). Grey images may omit C. A model
+            that takes any image size (``keras.Input((None, None, 3))``, an ``include_top=False``
+            base) gives maps of the size that follows from the images.
         layers: A layer (name, index or object) or a list of them; default every feature-map layer.
         batch_size: At most this many images per forward pass; fewer when one image's maps
             are large, so that a batch's maps stay under 128 MB. Memory stays bounded by it.
@@ -201,38 +213,53 @@ def extract_feature_maps(
     Raises:
         LayerError: Unknown layer, or a layer that is not a feature map.
         InputShapeError: Images of the wrong shape, or an empty batch.
-        InputError: Images that are not numbers, or contain NaN or Inf.
-        OptionError: ``batch_size`` is not a positive integer.
+        InputError: Images that are not numbers, or contain NaN or Inf, or maps that overflow
+            float32 (Inf or NaN) for them.
+        OptionError: ``batch_size`` is not a positive integer, or ``out_dir`` is not a folder
+            path (an existing file, an empty string, a number).
     """
     check_model(model)
     batch_size = validate.integer(batch_size, "batch_size", 1)
     names = None if layers is None else tuple(resolve_layers(model, layers))
+    out_dir = None if out_dir is None else validate.folder(out_dir)
     maps_model, compiled = _cached_activation_model(model, names)
-    batch = validate.images(images, input_shape(model))
+    batch = model_images(model, images)
     count = len(batch)
     shapes = {name: (count, *t.shape[1:]) for name, t in maps_model.output.items()}
+    if any(None in shape for shape in shapes.values()):
+        # A model that takes any image size: the maps' sizes follow from the images given.
+        shapes = {name: (count, *t.shape[1:]) for name, t in compiled(batch[:1]).items()}
     # Large maps (e.g. 224x224x64 = 12.8 MB per image) get smaller batches.
     image_bytes = sum(4 * math.prod(shape[1:]) for shape in shapes.values())
     step = max(1, min(batch_size, _BATCH_BYTES // image_bytes))
 
+    def batches():
+        for start in range(0, count, step):
+            for name, tensor in compiled(batch[start : start + step]).items():
+                values = _as_numpy(tensor)
+                if not np.isfinite(values).all():
+                    raise InputError(
+                        f"the maps of layer '{name}' are not finite (Inf or NaN) for images {start}.."
+                        f"{min(start + step, count) - 1}: the model's float32 arithmetic overflowed; check that "
+                        "the images are in the model's input range and that its weights are finite."
+                    )
+                yield start, name, values
+
     if out_dir is not None:
         # Written with plain file writes, not through a memory map: mapped pages that were
         # written stay in this process's resident memory, written ones go to the page cache.
-        out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {name: out_dir / f"{name.replace('/', '__')}.npy" for name in shapes}
         files = {name: _open_npy(paths[name], shape) for name, shape in shapes.items()}
         try:
-            for start in range(0, count, step):
-                for name, tensor in compiled(batch[start : start + step]).items():
-                    files[name].write(_as_numpy(tensor).data)
+            for _, name, values in batches():
+                files[name].write(values.data)
         finally:
             for handle in files.values():
                 handle.close()
         return {name: np.load(paths[name], mmap_mode="r") for name in shapes}
 
     result = {name: np.empty(shape, np.float32) for name, shape in shapes.items()}
-    for start in range(0, count, step):
-        for name, tensor in compiled(batch[start : start + step]).items():
-            result[name][start : start + step] = _as_numpy(tensor)
+    for start, name, values in batches():
+        result[name][start : start + step] = values
     return result

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from course import validate
 from course.errors import InputError, InputShapeError, LayerError, OptionError
+from course.normalize import NonFiniteWarning
 
 
 def _batch_maps(maps) -> np.ndarray:
@@ -44,12 +47,24 @@ def dead_filters(maps, threshold: float = 0.0) -> np.ndarray:
         maps: (N, H, W, C) or (H, W, C).
         threshold: The activation a channel must exceed somewhere to count as alive.
 
+    NaN values are ignored (with a warning naming their channels): a channel that is NaN
+    everywhere never gives an activation, so it is dead; Inf counts as firing.
+
     Returns:
         The dead channels' indices, ascending (int array, possibly empty).
     """
     flat = _batch_maps(maps)
     threshold = validate.number(threshold, "threshold")
-    return np.flatnonzero(flat.max(axis=(0, 1, 2)) <= threshold)
+    broken = np.flatnonzero(np.isnan(flat).any(axis=(0, 1, 2)))
+    if broken.size:
+        warnings.warn(
+            f"channels {broken.tolist()[:20]} contain NaN values, which are ignored here (a channel that is "
+            "NaN everywhere counts as dead); a diverged model or broken input is the usual cause.",
+            NonFiniteWarning,
+            stacklevel=validate.outside_stacklevel(),
+        )
+    peaks = np.fmax.reduce(flat.reshape(-1, flat.shape[-1]), axis=0)  # NaN only where all are NaN
+    return np.flatnonzero(np.isnan(peaks) | (peaks <= threshold))
 
 
 def top_channels(maps, k: int = 5) -> np.ndarray:
@@ -162,9 +177,9 @@ def _per_image(model, x, layer: str, reduce, batch_size: int) -> np.ndarray:
 
 def _images_and_labels(model, x, y) -> tuple[np.ndarray, np.ndarray]:
     """Images checked against the model and integer labels, one per image."""
-    from course.tracing import input_shape
+    from course.tracing import model_images
 
-    x = validate.images(x, input_shape(model), "x")
+    x = model_images(model, x, "x")
     labels = validate.array(y, "y")
     if not np.issubdtype(labels.dtype, np.integer) and not np.all(np.mod(labels, 1) == 0):
         raise InputError(f"y must hold integer class labels, got values such as {labels.ravel()[:3]}.")
@@ -227,9 +242,9 @@ def top_activating_images(
         ValueError: A channel or k out of range.
         LayerError: An unknown layer, or one without feature maps.
     """
-    from course.tracing import input_shape
+    from course.tracing import model_images
 
-    x = validate.images(x, input_shape(model), "x")
+    x = model_images(model, x, "x")
     k = validate.integer(k, "k")
     if not 1 <= k <= len(x):
         raise OptionError(f"k must be between 1 and the {len(x)} images, got {k}.")

@@ -7,17 +7,28 @@ applications base inside a transfer-learning model, a Sequential reused in anoth
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
-from course import validate
 from course.errors import CourseError, LayerError
 from course.tracing import class_index as _class_index
-from course.tracing import input_shape, score_model
+from course.tracing import model_images, score_model, trace
+
+
+def _is_spatial(shape: tuple) -> bool:
+    """Whether maps of ``shape`` (batch, H, W, C) have more than one position (None: any size)."""
+    height, width = shape[1:3]
+    return height is None or width is None or height * width > 1
 
 
 def last_conv_layer(model: keras.Model) -> str:
-    """The name of the model's last convolution layer (Grad-CAM's usual layer).
+    """The model's last convolution layer whose maps have more than one position (Grad-CAM's usual layer).
+
+    A 1x1 convolution after global pooling (MobileNetV3's ``logits``) is skipped: its maps have
+    one value per channel, so a heatmap of it is the same everywhere. When every conv layer's
+    maps are 1x1, the last one is returned.
 
     Raises:
         LayerError: The model has no conv layer.
@@ -29,7 +40,8 @@ def last_conv_layer(model: keras.Model) -> str:
         raise LayerError(
             f"model '{model.name}' has no convolution layer; pass layer= a layer with feature maps."
         )
-    return names[-1]
+    shapes = trace(model).shapes()
+    return next((name for name in reversed(names) if _is_spatial(shapes[name])), names[-1])
 
 
 def grad_cam(model: keras.Model, image, layer=None, class_index: int | None = None) -> np.ndarray:
@@ -42,8 +54,9 @@ def grad_cam(model: keras.Model, image, layer=None, class_index: int | None = No
     Args:
         model: A built Keras model (the course's Sequential model included).
         image: One image (H, W, C), in the range the model was trained on.
-        layer: The layer (name, index or object) whose maps are weighted; default the last
-            conv layer.
+        layer: The layer (name, index or object) whose maps are weighted; default
+            :func:`last_conv_layer` (the last conv layer with maps larger than 1x1). Layers with
+            1x1 maps give a warning.
         class_index: The class whose score is explained; default the predicted class.
 
     Returns:
@@ -56,9 +69,16 @@ def grad_cam(model: keras.Model, image, layer=None, class_index: int | None = No
     """
     import tensorflow as tf
 
-    batch = validate.one_image(image, input_shape(model))
+    batch = model_images(model, image, "image", one=True)
     layer = last_conv_layer(model) if layer is None else layer
     scorer = score_model(model, layer)
+    if not _is_spatial(tuple(scorer.output["maps"].shape)):
+        warnings.warn(
+            f"layer {layer!r} of model '{model.name}' has 1x1 maps: a Grad-CAM heatmap of it is the same at "
+            "every position; choose a layer before the global pooling (course.last_conv_layer(model)).",
+            UserWarning,
+            stacklevel=2,
+        )
     batch = tf.convert_to_tensor(batch)
     with tf.GradientTape() as tape:
         tape.watch(batch)  # records every op, also of layers without weights

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from course import validate
-from course.activations import activation_model, resolve_layers
+from course.activations import activation_model, resolve_layer
 from course.errors import CourseError, InputShapeError, OptionError
 from course.tracing import input_shape
 
@@ -78,7 +78,7 @@ def maximize_activation(
     """
     import tensorflow as tf
 
-    [layer] = resolve_layers(model, layer)
+    layer = resolve_layer(model, layer)
     steps = validate.integer(steps, "steps", 1)
     learning_rate = validate.number(learning_rate, "learning_rate", 0.0, above=True)
     jitter = validate.integer(jitter, "jitter", 0)
@@ -102,6 +102,11 @@ def maximize_activation(
             raise OptionError(f"the list of channels is empty: give indices in 0..{count - 1}, or None for all.")
         channels = np.array([validate.integer(c, "channel", 0, count - 1) for c in given], int)
     shape = input_shape(model)
+    if None in shape and start is None:
+        raise OptionError(
+            f"model '{model.name}' takes images of any size {shape}, so there is no size to start from: pass "
+            f"start= an image of the size to optimize, e.g. start=np.full((64, 64, {shape[-1] or 3}), 0.5)."
+        )
     rng = np.random.default_rng(seed)
     select = tf.one_hot(channels, count)[:, None, None, :]
 
@@ -121,7 +126,8 @@ def maximize_activation(
         best = np.argmax([channel_means(c) for c in candidates], axis=0)
         first = candidates[best, np.arange(n)]
     else:
-        starts = validate.images(start, shape, "start")
+        starts = validate.images(start, shape, "start", range_note=None)
+        shape = starts.shape[1:]
         if len(starts) not in (1, len(channels)):
             raise InputShapeError(
                 f"start holds {len(starts)} images for {len(channels)} channels: give one image "

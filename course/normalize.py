@@ -46,19 +46,21 @@ def normalize_maps(maps, mode: str = "per_map", percentiles: tuple[float, float]
             ``{layer: maps}`` as returned by :func:`course.extract_feature_maps`.
         mode: One of ``"per_map"``, ``"per_layer"``, ``"global"``, ``"robust"`` (see the
             module docstring for what each shows and hides).
-        percentiles: The clip range of ``"robust"``.
+        percentiles: The clip range of ``"robust"``: ``(low, high)`` in 0..100, ``low < high``.
 
     Returns:
         float32 array(s) of the same shape, in [0, 1]; a dict for a dict.
 
     Raises:
-        OptionError: An unknown mode.
+        OptionError: An unknown mode, or percentiles that are not ``0 <= low < high <= 100``.
         InputError: Maps that are not numbers, or empty.
         InputShapeError: Maps that are not 3-D or 4-D.
     """
     if isinstance(maps, dict):
         return {name: normalize_maps(m, mode, percentiles) for name, m in maps.items()}
     validate.choice(mode, "normalization mode", MODES)
+    if mode == "robust":
+        percentiles = validate.percentiles(percentiles)
     maps = validate.maps_array(maps).astype(np.float32)
     if maps.ndim not in (3, 4):
         raise InputShapeError(

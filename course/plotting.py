@@ -14,6 +14,8 @@ import math
 import os
 
 import matplotlib
+import matplotlib.axes
+import matplotlib.colors
 import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.figure import Figure
@@ -58,12 +60,38 @@ def montage(maps: np.ndarray, ncols: int = 8, pad: int = 1) -> np.ndarray:
     return grid[: grid.shape[0] - pad, : grid.shape[1] - pad] if pad else grid
 
 
+def _colormap(cmap, name: str = "cmap") -> matplotlib.colors.Colormap:
+    """A colormap given by name or as a ``Colormap``, or an :class:`OptionError` naming close ones."""
+    if isinstance(cmap, matplotlib.colors.Colormap):
+        return cmap
+    if isinstance(cmap, str) and cmap in matplotlib.colormaps:
+        return matplotlib.colormaps[cmap]
+    import difflib
+
+    close = difflib.get_close_matches(str(cmap), list(matplotlib.colormaps), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    raise OptionError(
+        f"{name} {cmap!r} is not a matplotlib colormap: {hint}pass a name such as 'gray', 'viridis' or "
+        "'RdBu_r' (list(matplotlib.colormaps) has them all), or a Colormap."
+    )
+
+
+def _check_axes(ax) -> None:
+    """``ax`` must be None or a matplotlib ``Axes``."""
+    if ax is not None and not isinstance(ax, matplotlib.axes.Axes):
+        raise OptionError(
+            f"ax must be matplotlib Axes to draw into, got {type(ax).__name__} ({str(ax)[:40]!r}): "
+            "e.g. fig, ax = plt.subplots(), or leave ax=None for a new figure."
+        )
+
+
 def _one_image_maps(maps, what: str = "maps") -> np.ndarray:
     return validate.one_image_maps(maps, what)
 
 
 def _figure_for(ax, figsize: tuple[float, float]):
     """``(figure, axes)``: the caller's axes and their figure, or a new figure of ``figsize`` with one axes."""
+    _check_axes(ax)
     if ax is not None:
         return ax.figure, ax
     fig = Figure(figsize=figsize, layout="constrained")
@@ -95,6 +123,7 @@ def _new_axes(ax, ncols: int, nrows: int, tile: tuple[int, int], colorbar: bool)
     figure sized to the montage, placed by hand: a layout engine makes savefig draw
     everything twice (once only to measure), a third of the time of a PNG.
     """
+    _check_axes(ax)
     if ax is not None:
         return ax.figure, ax, None
     height, width = tile
@@ -213,7 +242,7 @@ def _label_tiles(ax, count: int, ncols: int, height: int, width: int, pad: int, 
 def _draw_montage(ax, maps, ncols, cmap, vmin, vmax, labels, pad=1, gap_color=GAP_COLOR):
     height, width, count = maps.shape
     ncols = max(1, min(ncols, count))
-    colormap = matplotlib.colormaps[cmap].with_extremes(bad=gap_color)
+    colormap = _colormap(cmap).with_extremes(bad=gap_color)
     # Colour after resampling ("data"): the same pixels as "rgba" with nearest, but faster.
     image = ax.imshow(
         montage(maps, ncols, pad), cmap=colormap, vmin=vmin, vmax=vmax,
@@ -239,7 +268,7 @@ def plot_feature_maps(
     Args:
         maps: Shape (H, W, C), or (1, H, W, C) as returned for one image.
         ncols: Maps per row.
-        cmap: A matplotlib colormap name.
+        cmap: A matplotlib colormap name, or a ``Colormap``.
         normalize: A mode of :func:`course.normalize_maps`, or None for raw values. A
             colorbar is drawn only when all maps share one scale (None, ``"per_layer"``,
             ``"global"``); with ``"per_map"`` or ``"robust"`` each map has its own scale,
@@ -252,9 +281,13 @@ def plot_feature_maps(
         The Figure holding the montage.
 
     Raises:
-        ValueError: Maps that are not one image's (H, W, C) maps, or an unknown mode.
+        InputShapeError: Maps that are not one image's (H, W, C) maps.
+        OptionError: An unknown mode, a ``cmap`` that is not a colormap, an ``ax`` that is not
+            matplotlib Axes, or ``ncols`` not a positive integer.
     """
     maps = _one_image_maps(maps)
+    _colormap(cmap)
+    _check_axes(ax)
     height, width, count = maps.shape
     if normalize is not None:
         validate.choice(normalize, "normalization mode", MODES)
@@ -335,6 +368,8 @@ def plot_filters(
     """
     from course.analysis import kernel_parts
 
+    _colormap(cmap)
+    _check_axes(ax)
     kind, parts = kernel_parts(model, layer)
     name = layer if isinstance(layer, str) else getattr(layer, "name", str(layer))
     if "depthwise" in parts:
@@ -406,12 +441,12 @@ def compare_layers(model, image, layers=None, ncols: int = 8, normalize: str = "
         A Figure with one panel for the image and one per layer.
     """
     from course.activations import conv_layer_names, extract_feature_maps, resolve_layers
-    from course.tracing import input_shape
+    from course.tracing import model_images
 
     layers = conv_layer_names(model)[:2] if layers is None else resolve_layers(model, layers)
     if not layers:
         raise InputShapeError(f"model '{model.name}' has no conv layer to compare: pass layers=.")
-    image = validate.one_image(image, input_shape(model))[0]
+    image = model_images(model, image, "image", one=True)[0]
     maps = extract_feature_maps(model, image, layers)
     fig = Figure(figsize=(4 + 6 * len(layers), 6.5), layout="constrained")
     panels = fig.subfigures(1, len(layers) + 1, width_ratios=[1] + [3] * len(layers))
@@ -482,6 +517,8 @@ def plot_overlay(
         ValueError: The heatmap's shape differs from the image's height and width.
     """
     picture, picture_cmap = _display_image(image)
+    cmap = _colormap(cmap)
+    _check_axes(ax)
     heatmap = validate.array(heatmap, "heatmap").astype(np.float32)
     if heatmap.shape != picture.shape[:2]:
         raise InputShapeError(

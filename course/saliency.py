@@ -14,7 +14,7 @@ import numpy as np
 from course import validate
 from course.errors import CourseError
 from course.tracing import class_index as _class_index
-from course.tracing import input_shape, score_model
+from course.tracing import model_images, score_model
 
 
 def saliency_map(
@@ -55,7 +55,7 @@ def saliency_map(
     noise_level = validate.number(noise_level, "noise_level", 0.0)
     seed = validate.integer(seed, "seed", 0)
     scorer = score_model(model)
-    batch = validate.one_image(image, input_shape(model))
+    batch = model_images(model, image, "image", one=True)
     index = _class_index(scorer(batch, training=False)["scores"], class_index)
     if smooth_samples:
         spread = noise_level * float(batch.max() - batch.min() or 1.0)

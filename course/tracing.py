@@ -29,10 +29,8 @@ from course.errors import LayerError, ModelError
 
 __all__ = ["Trace", "input_shape", "is_traceable", "score_model", "trace"]
 
-# model -> (number of layers when traced, Trace); weak so models can be freed.
+# model -> (the layers when traced, Trace); weak so models can be freed.
 _TRACES: weakref.WeakKeyDictionary[keras.Model, tuple] = weakref.WeakKeyDictionary()
-# model -> {layer name or None: score model}.
-_SCORE_MODELS: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -45,6 +43,8 @@ class Trace:
         taps: ``{name: output tensor}`` of every layer call, in the order data flows.
         layers: ``{name: layer}`` for the same names.
         calls: ``{name: (args, kwargs)}``: the tensors each layer was called on.
+        models: Models built from this trace (activation and score models), by key: they are
+            dropped with it when the model's layers change.
     """
 
     inputs: object
@@ -52,6 +52,7 @@ class Trace:
     taps: dict = field(default_factory=dict)
     layers: dict = field(default_factory=dict)
     calls: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
 
     def shapes(self) -> dict[str, tuple]:
         """``{name: output shape}`` (batch axis as None)."""
@@ -93,6 +94,23 @@ def check_model(model) -> None:
             f"model '{model.name}' is a subclassed {type(model).__name__}, whose layers cannot be "
             "re-traced: build it as a Sequential or functional model (keras.Input, then layers)."
         )
+    first = next((layer for layer in _all_layers(model) if getattr(layer, "data_format", None) == "channels_first"),
+                 None)
+    if first is not None:
+        raise ModelError(
+            f"model '{model.name}' has channels_first layers (e.g. '{first.name}'), so its images and maps are "
+            "(channels, height, width); the course's tools read them as (height, width, channels) and would show "
+            "wrong pictures: rebuild it with data_format='channels_last' (the Keras default; conv kernels keep "
+            "their layout, so model.get_weights() can be copied over)."
+        )
+
+
+def _all_layers(model):
+    """Every layer of ``model``, nested models' layers included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def input_shape(model: keras.Model) -> tuple:
@@ -118,6 +136,59 @@ def input_shape(model: keras.Model) -> tuple:
             "single-input image models only: pass a model with one image input."
         )
     return tuple(inputs[0].shape[1:])
+
+
+_PREPROCESSING = (keras.layers.Rescaling, keras.layers.Normalization)
+
+
+def range_note(model: keras.Model) -> str | None:
+    """What the model's input range is, for the 0-255 warning; None when it takes 0-255 values.
+
+    The model's own preprocessing decides: the Rescaling and Normalization layers before its
+    first layer with weights. A model that maps a pixel of 255 to at most 5 (EfficientNet's
+    ``Rescaling(1/255)``, MobileNetV3's ``Rescaling(1/127.5, offset=-1)``, ConvNeXt's
+    ``Normalization`` with ImageNet's 0-255 mean) takes 0-255 values: no warning. A model
+    without preprocessing layers (the course's own) is taken to expect [0, 1].
+    """
+    traced = trace(model)
+    if "range_note" not in traced.models:
+        value, seen = 255.0, []
+        for name, layer in traced.layers.items():
+            if isinstance(layer, _PREPROCESSING):
+                value, seen = _preprocess(layer, value), [*seen, name]
+            elif layer.weights and not isinstance(layer, keras.Model):
+                break
+        if not seen:
+            note = f"model '{model.name}' has no preprocessing layer, and the course's models take [0, 1]"
+        elif value <= 5.0:
+            note = None
+        else:
+            note = f"the preprocessing of model '{model.name}' ({', '.join(seen)}) maps 255 to {value:.3g}"
+        traced.models["range_note"] = note
+    return traced.models["range_note"]
+
+
+def _preprocess(layer, value: float) -> float:
+    """The largest magnitude a pixel ``value`` becomes after a Rescaling or Normalization layer."""
+    import numpy as np
+
+    if isinstance(layer, keras.layers.Rescaling):
+        scale, offset = np.asarray(layer.scale, float), np.asarray(layer.offset, float)
+        return float(np.abs(value * scale + offset).max())
+    if getattr(layer, "mean", None) is None or getattr(layer, "invert", False):
+        return value  # not adapted yet, or undoing a normalization: says nothing about the input
+    mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), float)
+    spread = np.sqrt(np.maximum(np.asarray(keras.ops.convert_to_numpy(layer.variance), float), 1e-12))
+    return float(np.abs((value - mean) / spread).max())
+
+
+def model_images(model: keras.Model, values, name: str = "images", *, one: bool = False):
+    """Images for ``model``: :func:`course.validate.images` (or ``one_image``) with its input
+    shape, warning about 0-255 values only where :func:`range_note` says [0, 1]."""
+    from course import validate
+
+    check = validate.one_image if one else validate.images
+    return check(values, input_shape(model), name, range_note=range_note(model))
 
 
 def _call(layer, args, kwargs, record: Trace, scope: str):
@@ -171,12 +242,15 @@ def trace(model: keras.Model) -> Trace:
         LayerError: The model is not built.
     """
     check_model(model)
+    layers = tuple(_all_layers(model))
     cached = _TRACES.get(model)
-    if cached is not None and cached[0] == len(model.layers):
+    # The layers themselves, not their number: after model.pop(); model.add(...) the count is
+    # the same but the head is another layer.
+    if cached is not None and len(cached[0]) == len(layers) and all(a is b for a, b in zip(cached[0], layers)):
         return cached[1]
     record = Trace(inputs=keras.Input(shape=input_shape(model)))
     record.output = _run(model, record.inputs, record)
-    _TRACES[model] = (len(model.layers), record)
+    _TRACES[model] = (layers, record)
     return record
 
 
@@ -185,16 +259,20 @@ def trace(model: keras.Model) -> Trace:
 # --------------------------------------------------------------------------------------------
 
 
-def _applies_softmax(layer) -> bool:
+_SQUASHING = ("softmax", "sigmoid")
+
+
+def _squashes(layer) -> bool:
+    """Whether ``layer`` ends in a softmax or a sigmoid (the logits are its input to that)."""
     if isinstance(layer, keras.layers.Softmax):
         return True
-    return getattr(getattr(layer, "activation", None), "__name__", None) == "softmax"
+    return getattr(getattr(layer, "activation", None), "__name__", None) in _SQUASHING
 
 
 class _WithoutSoftmax(keras.layers.Layer):
-    """Runs a layer of the model (shared, with its trained weights) without its softmax.
+    """Runs a layer of the model (shared, with its trained weights) without its softmax or sigmoid.
 
-    The model is not changed: the softmax is switched off only for the duration of this
+    The model is not changed: the activation is switched off only for the duration of this
     layer's own call, and back on before it returns (also on an error).
     """
 
@@ -215,12 +293,15 @@ class _WithoutSoftmax(keras.layers.Layer):
 
 
 def _scores(traced: Trace):
-    """The class scores: the logits when the layer that computes the output applies softmax
-    (at any depth of nesting), else the output itself."""
+    """The class scores: the logits when the layer that computes the output applies softmax or
+    sigmoid (at any depth of nesting), else the output itself.
+
+    A sigmoid saturates as a softmax does: the gradient of a probability of 1 - 1e-7 is about
+    1e-7 times that of its logit, so saliency would see almost nothing."""
     for name, tensor in traced.taps.items():  # inner layers are recorded before their model
         if tensor is traced.output and not isinstance(traced.layers[name], keras.Model):
             layer = traced.layers[name]
-            if not _applies_softmax(layer):
+            if not _squashes(layer):
                 return traced.output
             args, kwargs = traced.calls[name]
             return _WithoutSoftmax(layer)(*args, **kwargs)
@@ -250,15 +331,16 @@ def score_model(model: keras.Model, layer=None) -> keras.Model:
         LayerError: An unknown layer, or one whose output is not a feature map.
         ModelError: Not a Keras model, or one whose output is not one (N, classes) tensor.
     """
-    from course.activations import resolve_layers
+    from course.activations import resolve_layer
 
     traced = trace(model)
-    name = None if layer is None else resolve_layers(model, layer, traced)[0]
-    cached = _SCORE_MODELS.setdefault(model, {})
-    if name not in cached:
+    name = None if layer is None else resolve_layer(model, layer, traced)
+    cached = traced.models
+    if ("scores", name) not in cached:
         output = traced.output
         if not hasattr(output, "shape") or len(output.shape) != 2:
-            shape = getattr(output, "shape", f"{len(output)} outputs")
+            # Not getattr(output, "shape", <default>): the default would be evaluated every time.
+            shape = tuple(output.shape) if hasattr(output, "shape") else f"{len(output)} outputs"
             raise ModelError(
                 f"model '{model.name}' returns {shape}, not one (batch, classes) tensor of scores: "
                 "saliency and Grad-CAM explain a classifier's class scores."
@@ -266,8 +348,8 @@ def score_model(model: keras.Model, layer=None) -> keras.Model:
         outputs = {"scores": _scores(traced)}
         if name is not None:
             outputs["maps"] = traced.taps[name]
-        cached[name] = keras.Model(traced.inputs, outputs, name=f"{model.name}_scores")
-    return cached[name]
+        cached["scores", name] = keras.Model(traced.inputs, outputs, name=f"{model.name}_scores")
+    return cached["scores", name]
 
 
 def class_index(scores, index) -> int:

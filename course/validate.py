@@ -11,11 +11,23 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
 import warnings
 
 import numpy as np
 
 from course.errors import InputError, InputShapeError, LayerError, OptionError
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside the package."""
+    import sys
+
+    package = os.path.dirname(__file__)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == package:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _shown(value) -> str:
@@ -57,20 +69,46 @@ def number(value, name: str, low: float | None = None, *, above: bool = False) -
     return value
 
 
-def value_range(pair, name: str = "value_range") -> tuple[float, float]:
+def value_range(pair, name: str = "value_range", example: str = "(0.0, 1.0)", what: str = "the model's input range"):
     """``(low, high)`` with finite ``low < high``, or an :class:`OptionError`."""
     try:
         low, high = pair
         low, high = number(low, f"{name}[0]"), number(high, f"{name}[1]")
     except (TypeError, ValueError):
         raise OptionError(
-            f"{name} must be a pair (low, high) of finite numbers, got {_shown(pair)}: e.g. (0.0, 1.0)."
+            f"{name} must be a pair (low, high) of finite numbers, got {_shown(pair)}: e.g. {example}."
         ) from None
     if not low < high:
+        raise OptionError(f"{name} must have low < high, got {(low, high)}: give {what}, e.g. {example}.")
+    return low, high
+
+
+def percentiles(pair, name: str = "percentiles") -> tuple[float, float]:
+    """``(low, high)`` percentiles with ``0 <= low < high <= 100``, or an :class:`OptionError`."""
+    low, high = value_range(pair, name, "(1.0, 99.0)", "the percentiles to clip each map to")
+    if low < 0 or high > 100:
         raise OptionError(
-            f"{name} must have low < high, got {(low, high)}: give the model's input range, e.g. (0.0, 1.0)."
+            f"{name} must lie in 0..100, got {(low, high)}: percentiles are in per cent, e.g. (1.0, 99.0)."
         )
     return low, high
+
+
+def folder(value, name: str = "out_dir"):
+    """A folder to write into (made when missing), as a ``Path``, or an :class:`OptionError`.
+
+    An empty string is refused: it would silently mean the working folder.
+    """
+    from pathlib import Path
+
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise OptionError(
+            f"{name} must be a folder path (str or pathlib.Path), got {_shown(value)} ({type(value).__name__}): "
+            "e.g. out_dir='maps' (use '.' for the working folder)."
+        )
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise OptionError(f"{name} {str(path)!r} is an existing file, not a folder: choose a folder path.")
+    return path
 
 
 def choice(value, name: str, choices) -> object:
@@ -100,10 +138,23 @@ def _is_real(dtype) -> bool:
     return np.dtype(dtype) != np.bool_ and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating))
 
 
+def _refuse_masked(values, name: str) -> None:
+    """A masked array with masked values is refused: ``np.asarray`` would drop its mask."""
+    if np.ma.isMaskedArray(values):
+        hidden = int(np.ma.getmaskarray(values).sum())
+        if hidden:
+            raise InputError(
+                f"{name} are a masked array with {hidden} masked values out of {values.size}; the tools would "
+                f"use the values under the mask: fill them first, e.g. {name}.filled(0), or pass "
+                f"{name}.data to use them as they are."
+            )
+
+
 def array(values, name: str = "images") -> np.ndarray:
     """A real-valued, finite, non-empty array, or an :class:`InputError` that says why not."""
     if values is None or isinstance(values, (str, bytes, dict)):
         raise InputError(f"{name} must be an array of numbers, got {type(values).__name__}: pass a NumPy array.")
+    _refuse_masked(values, name)
     try:
         result = np.asarray(values)
     except (TypeError, ValueError) as exc:
@@ -126,47 +177,61 @@ def array(values, name: str = "images") -> np.ndarray:
     return result
 
 
-def images(values, expected: tuple, name: str = "images") -> np.ndarray:
+def _fits(shape: tuple, expected: tuple) -> bool:
+    """Whether ``shape`` is ``expected``, where a None in ``expected`` takes any size."""
+    return len(shape) == len(expected) and all(want is None or got == want for got, want in zip(shape, expected))
+
+
+def images(values, expected: tuple, name: str = "images", *, range_note: str | None = "") -> np.ndarray:
     """Images as a float32 batch of shape (N, *expected); one image gets a batch axis.
 
     Grey images may omit their channel axis. uint8 images, or values above 1.5, give a warning
-    (the course's model was trained on [0, 1]).
+    unless ``range_note`` is None (a model whose own preprocessing takes 0-255 values).
+
+    Args:
+        values: One image or a batch.
+        expected: One image's shape; None for a size the model takes at any value.
+        name: What the values are called in messages.
+        range_note: Why [0, 1] is expected, for the warning; None for no warning.
 
     Raises:
-        InputError: Not numbers, NaN or Inf values.
+        InputError: Not numbers, NaN or Inf values, values beyond float32, a masked array.
         InputShapeError: A shape that does not fit ``expected``, or no image at all.
     """
     result = array(values, name)
     given = result.shape
     grey = expected[-1] == 1 and result.ndim in (len(expected) - 1, len(expected))
-    if grey and given[-(len(expected) - 1):] == expected[:-1]:
+    if grey and _fits(given[-(len(expected) - 1):], expected[:-1]) and not _fits(given, expected):
         result = result[..., np.newaxis]  # grey image(s) without their channel axis
-    if result.shape == expected or (len(result.shape) == len(expected) and all(
-        want is None or got == want for got, want in zip(result.shape, expected)
-    )):
+    if _fits(result.shape, expected):
         result = result[np.newaxis]
-    if result.ndim != len(expected) + 1 or any(
-        want is not None and got != want for got, want in zip(result.shape[1:], expected)
-    ):
+    if result.ndim != len(expected) + 1 or not _fits(result.shape[1:], expected):
         shape = ", ".join("?" if s is None else str(s) for s in expected)
         raise InputShapeError(
             f"{name} of shape {given} do not fit the model, which expects a batch (N, {shape}) "
             f"or one image ({shape}): reshape them, or pick the model they were made for."
         )
-    if result.dtype == np.uint8 or float(result.max()) > 1.5:
+    largest = float(np.abs(result).max())
+    if largest > np.finfo(np.float32).max:
+        raise InputError(
+            f"{name} hold values up to {largest:.3g}, beyond float32 (at most {np.finfo(np.float32).max:.3g}), "
+            "which the model computes in: they would become Inf; scale them to the model's input range."
+        )
+    if range_note is not None and (result.dtype == np.uint8 or float(result.max()) > 1.5):
         warnings.warn(
-            f"the images look like 0-255 values (dtype {result.dtype}, max {float(result.max()):.0f}), "
-            "but the course's model was trained on [0, 1]: divide by 255 first, or every activation "
+            f"the {name} {'look' if name.endswith('s') else 'looks'} like 0-255 values (dtype {result.dtype}, "
+            f"max {float(result.max()):.3g}), "
+            f"but {range_note or 'the model expects [0, 1]'}: divide by 255 first, or every activation "
             "will be far too large.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=outside_stacklevel(),
         )
     return result.astype(np.float32, copy=False)
 
 
-def one_image(values, expected: tuple, name: str = "image") -> np.ndarray:
-    """Exactly one image as a batch of one (1, *expected)."""
-    batch = images(values, expected, name)
+def one_image(values, expected: tuple, name: str = "image", *, range_note: str | None = "") -> np.ndarray:
+    """Exactly one image as a batch of one (1, *expected) (see :func:`images`)."""
+    batch = images(values, expected, name, range_note=range_note)
     if len(batch) != 1:
         raise InputShapeError(
             f"expected one image, got a batch of {len(batch)} (shape {np.shape(values)}): "
@@ -213,6 +278,7 @@ def maps_array(values, name: str = "maps") -> np.ndarray:
 def _maps_array(values, name: str) -> np.ndarray:
     if values is None or isinstance(values, (str, bytes, dict)):
         raise InputError(f"{name} must be an array of feature maps, got {type(values).__name__}: pass a NumPy array.")
+    _refuse_masked(values, name)
     try:
         result = np.asarray(values)
     except (TypeError, ValueError) as exc:
