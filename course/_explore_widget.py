@@ -30,9 +30,10 @@ from course.activations import conv_layer_names, feature_map_layer_names, resolv
 from course.analysis import filter_weights
 from course.callbacks import _kernels
 from course.errors import CourseError, InputError, LayerError, OptionError
+from course.inputs import model_images, range_note
 from course.normalize import normalize_maps
 from course.plotting import GAP_COLOR, montage
-from course.tracing import input_shape, model_images, range_note, trace
+from course.tracing import input_shape, trace
 
 #: The normalizations the switch offers (see :mod:`course.normalize` for what each hides).
 NORMALIZATIONS = ("per_map", "per_layer", "robust")

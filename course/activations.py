@@ -23,7 +23,8 @@ import numpy as np
 
 from course import validate
 from course.errors import InputError, LayerError
-from course.tracing import check_model, input_shape, model_images, trace
+from course.inputs import model_images
+from course.tracing import check_model, input_shape, trace
 
 _CONV_TYPES = (
     keras.layers.Conv1D,

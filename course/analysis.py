@@ -177,7 +177,7 @@ def _per_image(model, x, layer: str, reduce, batch_size: int) -> np.ndarray:
 
 def _images_and_labels(model, x, y) -> tuple[np.ndarray, np.ndarray]:
     """Images checked against the model and integer labels, one per image."""
-    from course.tracing import model_images
+    from course.inputs import model_images
 
     x = model_images(model, x, "x")
     labels = validate.array(y, "y")
@@ -242,7 +242,7 @@ def top_activating_images(
         ValueError: A channel or k out of range.
         LayerError: An unknown layer, or one without feature maps.
     """
-    from course.tracing import model_images
+    from course.inputs import model_images
 
     x = model_images(model, x, "x")
     k = validate.integer(k, "k")

@@ -13,8 +13,9 @@ import keras
 import numpy as np
 
 from course.errors import CourseError, LayerError
+from course.inputs import model_images
 from course.tracing import class_index as _class_index
-from course.tracing import model_images, score_model, trace
+from course.tracing import score_model, trace
 
 
 def _is_spatial(shape: tuple) -> bool:

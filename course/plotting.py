@@ -441,7 +441,7 @@ def compare_layers(model, image, layers=None, ncols: int = 8, normalize: str = "
         A Figure with one panel for the image and one per layer.
     """
     from course.activations import conv_layer_names, extract_feature_maps, resolve_layers
-    from course.tracing import model_images
+    from course.inputs import model_images
 
     layers = conv_layer_names(model)[:2] if layers is None else resolve_layers(model, layers)
     if not layers:

@@ -13,8 +13,9 @@ import numpy as np
 
 from course import validate
 from course.errors import CourseError
+from course.inputs import model_images
 from course.tracing import class_index as _class_index
-from course.tracing import model_images, score_model
+from course.tracing import score_model
 
 
 def saliency_map(

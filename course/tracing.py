@@ -2,13 +2,11 @@
 every layer's output on the way. Every tool of the package (feature maps, saliency, Grad-CAM,
 activation maximization) builds its models from one :func:`trace`.
 
-Why re-trace? On Keras 3 the classic ``keras.Model(model.inputs, layer.output)`` fails for every
-``Sequential`` model ("never been called"), and for a layer inside a model nested in another
-("not connected to inputs"): a nested model's layers were wired to the nested model's own input.
-Re-running the layers on one new input gives every layer's output, at any depth of nesting,
-as tensors of ONE graph that also computes the model's output, so a gradient of the output
-with respect to any of them exists. The layers (and so the trained weights) are shared: nothing
-is copied or retrained.
+Why re-trace? On Keras 3 ``keras.Model(model.inputs, layer.output)`` fails for every ``Sequential``
+model ("never been called"), and for a layer of a nested model ("not connected to inputs").
+Re-running the layers on one new input gives every layer's output, at any depth of nesting, as
+tensors of ONE graph that also computes the model's output, so a gradient of the output with
+respect to any of them exists. The layers (and trained weights) are shared: nothing is copied.
 
 How: a ``Sequential`` model's layers are called in order; a functional model's graph is run
 with ``keras.models.clone_model(model, clone_function=<the same layer>, call_function=...)``
@@ -29,7 +27,8 @@ from course.errors import LayerError, ModelError
 
 __all__ = ["Trace", "input_shape", "is_traceable", "score_model", "trace"]
 
-# model -> (the layers when traced, Trace); weak so models can be freed.
+# model -> (ids of its layers when traced, Trace); weak so models can be freed. The Trace keeps
+# those layers alive, so their ids cannot be reused while the entry exists.
 _TRACES: weakref.WeakKeyDictionary[keras.Model, tuple] = weakref.WeakKeyDictionary()
 
 
@@ -43,8 +42,7 @@ class Trace:
         taps: ``{name: output tensor}`` of every layer call, in the order data flows.
         layers: ``{name: layer}`` for the same names.
         calls: ``{name: (args, kwargs)}``: the tensors each layer was called on.
-        models: Models built from this trace (activation and score models), by key: they are
-            dropped with it when the model's layers change.
+        models: What is built from this trace (activation and score models), dropped with it.
     """
 
     inputs: object
@@ -94,23 +92,19 @@ def check_model(model) -> None:
             f"model '{model.name}' is a subclassed {type(model).__name__}, whose layers cannot be "
             "re-traced: build it as a Sequential or functional model (keras.Input, then layers)."
         )
-    first = next((layer for layer in _all_layers(model) if getattr(layer, "data_format", None) == "channels_first"),
-                 None)
+    first = next((lay for lay in _all_layers(model) if getattr(lay, "data_format", "") == "channels_first"), None)
     if first is not None:
         raise ModelError(
-            f"model '{model.name}' has channels_first layers (e.g. '{first.name}'), so its images and maps are "
-            "(channels, height, width); the course's tools read them as (height, width, channels) and would show "
-            "wrong pictures: rebuild it with data_format='channels_last' (the Keras default; conv kernels keep "
-            "their layout, so model.get_weights() can be copied over)."
+            f"model '{model.name}' has channels_first layers (e.g. '{first.name}'): its images and maps are "
+            "(channels, height, width), which the course's tools would draw as wrong pictures: rebuild it with "
+            "data_format='channels_last' (the Keras default) and retrain it, or copy its conv kernels over."
         )
 
 
 def _all_layers(model):
     """Every layer of ``model``, nested models' layers included."""
     for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+        yield from [layer, *(_all_layers(layer) if isinstance(layer, keras.Model) else ())]
 
 
 def input_shape(model: keras.Model) -> tuple:
@@ -136,59 +130,6 @@ def input_shape(model: keras.Model) -> tuple:
             "single-input image models only: pass a model with one image input."
         )
     return tuple(inputs[0].shape[1:])
-
-
-_PREPROCESSING = (keras.layers.Rescaling, keras.layers.Normalization)
-
-
-def range_note(model: keras.Model) -> str | None:
-    """What the model's input range is, for the 0-255 warning; None when it takes 0-255 values.
-
-    The model's own preprocessing decides: the Rescaling and Normalization layers before its
-    first layer with weights. A model that maps a pixel of 255 to at most 5 (EfficientNet's
-    ``Rescaling(1/255)``, MobileNetV3's ``Rescaling(1/127.5, offset=-1)``, ConvNeXt's
-    ``Normalization`` with ImageNet's 0-255 mean) takes 0-255 values: no warning. A model
-    without preprocessing layers (the course's own) is taken to expect [0, 1].
-    """
-    traced = trace(model)
-    if "range_note" not in traced.models:
-        value, seen = 255.0, []
-        for name, layer in traced.layers.items():
-            if isinstance(layer, _PREPROCESSING):
-                value, seen = _preprocess(layer, value), [*seen, name]
-            elif layer.weights and not isinstance(layer, keras.Model):
-                break
-        if not seen:
-            note = f"model '{model.name}' has no preprocessing layer, and the course's models take [0, 1]"
-        elif value <= 5.0:
-            note = None
-        else:
-            note = f"the preprocessing of model '{model.name}' ({', '.join(seen)}) maps 255 to {value:.3g}"
-        traced.models["range_note"] = note
-    return traced.models["range_note"]
-
-
-def _preprocess(layer, value: float) -> float:
-    """The largest magnitude a pixel ``value`` becomes after a Rescaling or Normalization layer."""
-    import numpy as np
-
-    if isinstance(layer, keras.layers.Rescaling):
-        scale, offset = np.asarray(layer.scale, float), np.asarray(layer.offset, float)
-        return float(np.abs(value * scale + offset).max())
-    if getattr(layer, "mean", None) is None or getattr(layer, "invert", False):
-        return value  # not adapted yet, or undoing a normalization: says nothing about the input
-    mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), float)
-    spread = np.sqrt(np.maximum(np.asarray(keras.ops.convert_to_numpy(layer.variance), float), 1e-12))
-    return float(np.abs((value - mean) / spread).max())
-
-
-def model_images(model: keras.Model, values, name: str = "images", *, one: bool = False):
-    """Images for ``model``: :func:`course.validate.images` (or ``one_image``) with its input
-    shape, warning about 0-255 values only where :func:`range_note` says [0, 1]."""
-    from course import validate
-
-    check = validate.one_image if one else validate.images
-    return check(values, input_shape(model), name, range_note=range_note(model))
 
 
 def _call(layer, args, kwargs, record: Trace, scope: str):
@@ -242,11 +183,9 @@ def trace(model: keras.Model) -> Trace:
         LayerError: The model is not built.
     """
     check_model(model)
-    layers = tuple(_all_layers(model))
+    layers = tuple(map(id, _all_layers(model)))  # after pop(); add(...) the count is the same, the head is not
     cached = _TRACES.get(model)
-    # The layers themselves, not their number: after model.pop(); model.add(...) the count is
-    # the same but the head is another layer.
-    if cached is not None and len(cached[0]) == len(layers) and all(a is b for a, b in zip(cached[0], layers)):
+    if cached is not None and cached[0] == layers:
         return cached[1]
     record = Trace(inputs=keras.Input(shape=input_shape(model)))
     record.output = _run(model, record.inputs, record)
@@ -259,14 +198,10 @@ def trace(model: keras.Model) -> Trace:
 # --------------------------------------------------------------------------------------------
 
 
-_SQUASHING = ("softmax", "sigmoid")
-
-
 def _squashes(layer) -> bool:
     """Whether ``layer`` ends in a softmax or a sigmoid (the logits are its input to that)."""
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    return getattr(getattr(layer, "activation", None), "__name__", None) in _SQUASHING
+    activation = getattr(getattr(layer, "activation", None), "__name__", None)
+    return isinstance(layer, keras.layers.Softmax) or activation in ("softmax", "sigmoid")
 
 
 class _WithoutSoftmax(keras.layers.Layer):

@@ -212,6 +212,65 @@ def bad_calls() -> list[tuple[str, object]]:
     for label, bad in {"NaN": _image(NAN), "None": None, "str": "x", "2-D": np.zeros((4, 4))}.items():
         add(f"FeatureMapLogger(images={label})", lambda bad=bad: course.FeatureMapLogger(bad))
     add("FeatureMapLogger(ncols=0)", lambda: course.FeatureMapLogger(image, ncols=0))
+
+    # Issue 23's classes: options that were not checked, models the tools cannot explain, and
+    # values that gave silently wrong results.
+    for value in [(99, 1), (5, 5), (1,), "ab", (1, 200), (-1, 50), None, (np.nan, 99), 50]:
+        add(f"normalize_maps(robust, percentiles={value!r})",
+            lambda value=value: course.normalize_maps(maps, "robust", value))
+    for value in ("nope", 3, None, ["gray"]):
+        add(f"plot_feature_maps(cmap={value!r})", lambda value=value: course.plot_feature_maps(maps, cmap=value))
+        add(f"plot_filters(cmap={value!r})", lambda value=value: course.plot_filters(model, "c1", cmap=value))
+        add(f"plot_overlay(cmap={value!r})", lambda value=value: course.plot_overlay(image, heat, cmap=value))
+    for value in ("x", 3, Path("ax"), np.zeros(2)):
+        add(f"plot_feature_maps(ax={value!r})", lambda value=value: course.plot_feature_maps(maps, ax=value))
+        add(f"plot_filters(ax={value!r})", lambda value=value: course.plot_filters(model, "c1", ax=value))
+        add(f"plot_overlay(ax={value!r})", lambda value=value: course.plot_overlay(image, heat, ax=value))
+        add(f"plot_class_activation(ax={value!r})",
+            lambda value=value: course.plot_class_activation(np.ones((3, 4)), ax=value))
+    a_file = Path(__file__)
+    for value in (3, "", a_file, b"maps"):
+        add(f"extract_feature_maps(out_dir={value!r})",
+            lambda value=value: course.extract_feature_maps(model, image, "c1", out_dir=value))
+    for value in (["c1", "c2"], ("c1",)):
+        add(f"grad_cam(layer={value!r})", lambda value=value: course.grad_cam(model, image, value))
+        add(f"score_model(layer={value!r})", lambda value=value: course.score_model(model, value))
+        add(f"find_layer({value!r})", lambda value=value: course.find_layer(model, value))
+        add(f"maximize_activation(layer={value!r})",
+            lambda value=value: course.maximize_activation(model, value, 0, steps=2))
+    explorer = course.explore(model)
+    for value in (["nope", 0], ["c1"], ["c1", "a"], ["c1", -1], ["c1", 1.5], "c1"):
+        add(f"explore().selected = {value!r}", lambda value=value: setattr(explorer, "selected", value))
+    masked_image = np.ma.masked_greater(image, 0.5)
+    masked_maps = np.ma.masked_greater(maps, 0.5)
+    add("extract_feature_maps(masked images)", lambda: course.extract_feature_maps(model, masked_image))
+    add("grad_cam(masked image)", lambda: course.grad_cam(model, masked_image))
+    add("saliency_map(masked image)", lambda: course.saliency_map(model, masked_image))
+    for fn in ("normalize_maps", "plot_feature_maps", "dead_filters", "top_channels", "activation_stats"):
+        add(f"{fn}(masked maps)", lambda fn=fn: getattr(course, fn)(masked_maps))
+    beyond = np.full((12, 12, 1), 1e39)
+    huge = np.full((12, 12, 1), 3e38, np.float32)
+    add("extract_feature_maps(float64 beyond float32)", lambda: course.extract_feature_maps(model, beyond))
+    add("grad_cam(float64 beyond float32)", lambda: course.grad_cam(model, beyond))
+    add("saliency_map(float64 beyond float32)", lambda: course.saliency_map(model, beyond))
+    add("extract_feature_maps(maps that overflow)", lambda: course.extract_feature_maps(model, huge))
+    segmenter = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(2, 3, name="seg")])
+    add("grad_cam(a model returning maps)", lambda: course.grad_cam(segmenter, image, "seg"))
+    add("saliency_map(a model returning maps)", lambda: course.saliency_map(segmenter, image))
+    add("score_model(a model returning maps)", lambda: course.score_model(segmenter))
+    first = keras.Sequential([keras.Input((1, 12, 12)), keras.layers.Conv2D(2, 3, data_format="channels_first",
+                                                                             name="cf")])
+    cf_image = np.zeros((1, 12, 12), np.float32)
+    for fn, call in {"extract_feature_maps": lambda: course.extract_feature_maps(first, cf_image),
+                     "grad_cam": lambda: course.grad_cam(first, cf_image, "cf"),
+                     "saliency_map": lambda: course.saliency_map(first, cf_image),
+                     "plot_filters": lambda: course.plot_filters(first, "cf"),
+                     "explore": lambda: course.explore(first)}.items():
+        add(f"{fn}(a channels_first model)", call)
+    any_size = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(2, 3, name="v")])
+    add("maximize_activation(any-size model, no start)",
+        lambda: course.maximize_activation(any_size, "v", 0, steps=2))
+    add("explore(any-size model, no images)", lambda: course.explore(any_size))
     return calls
 
 
