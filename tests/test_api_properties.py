@@ -45,7 +45,7 @@ def test_every_wrong_call_in_the_table_raises_the_packages_own_error_with_a_sent
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = [(name, *outcome(fn)) for name, fn in bad_calls()]
-    assert len(results) > 400
+    assert len(results) >= 497
     escaped = [f"{name}: [{kind}] {message}" for name, kind, message in results if kind != "own"]
     assert not escaped, f"{len(escaped)} of {len(results)} wrong calls escaped:\n" + "\n".join(escaped)
     short = [f"{name}: {message}" for name, _, message in results if len(message.split()) < 6]
@@ -118,6 +118,26 @@ def test_grad_cam_and_saliency_on_every_model_kind(kind, layer_spec, class_index
         assert cam.shape == (12, 12) and cam.dtype == np.float32 and 0 <= cam.min() and cam.max() <= 1
         saliency = course.saliency_map(model, image, class_index)
         assert saliency.shape == (12, 12) and np.isfinite(saliency).all() and saliency.min() >= 0
+
+
+@SETTINGS
+@given(low=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 105)),
+       high=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 105)))
+def test_robust_percentiles_are_checked_or_clip_each_map_to_them(low, high):
+    maps = np.random.default_rng(4).random((6, 6, 3), dtype=np.float32) ** 3
+    try:
+        scaled = course.normalize_maps(maps, "robust", (low, high))
+    except CourseError as exc:
+        assert is_sentence(str(exc))
+        valid = all(math.isfinite(v) for v in (low, high)) and 0 <= low < high <= 100
+        assert not valid, f"valid percentiles {(low, high)} were refused: {exc}"
+        return
+    assert 0 <= low < high <= 100
+    assert scaled.shape == maps.shape and 0 <= scaled.min() and scaled.max() <= 1
+    bounds = np.percentile(maps, [low, high], axis=(0, 1))
+    expected = np.clip((np.clip(maps, bounds[0], bounds[1]) - bounds[0]) / np.where(
+        bounds[1] > bounds[0], bounds[1] - bounds[0], 1.0), 0, 1)
+    np.testing.assert_allclose(scaled, np.where(bounds[1] > bounds[0], expected, 0.0), atol=1e-5)
 
 
 @st.composite
