@@ -20,7 +20,6 @@ import math
 from pathlib import Path
 
 import anywidget
-import keras
 import numpy as np
 import traitlets
 from ipywidgets.widgets.trait_types import bytes_serialization
@@ -30,10 +29,11 @@ from course.activations import conv_layer_names, feature_map_layer_names, resolv
 from course.analysis import filter_weights
 from course.callbacks import _kernels
 from course.errors import CourseError, InputError, LayerError, OptionError
+from course.hooks import OUTPUT
 from course.inputs import model_images, range_note
 from course.normalize import normalize_maps
 from course.plotting import GAP_COLOR, montage
-from course.tracing import input_shape, trace
+from course.tracing import input_shape, tap_model, trace
 
 #: The normalizations the switch offers (see :mod:`course.normalize` for what each hides).
 NORMALIZATIONS = ("per_map", "per_layer", "robust")
@@ -235,8 +235,8 @@ class Explorer(anywidget.AnyWidget):
         self.images = None if images is None else validate.images(
             images, self.input_shape, range_note=range_note(model))
         self.snapshots = None if logger is None else _snapshots(logger)
-        outputs = {"maps": {name: traced.taps[name] for name in names}, "output": traced.output}
-        forward = keras.Model(traced.inputs, outputs, name=f"{model.name}_explorer")
+        outputs = {"maps": {name: name for name in names}, "output": OUTPUT}
+        forward = tap_model(model, outputs, f"{model.name}_explorer")
         self._forward = self._compile(forward)
         classes = int(np.prod(traced.output.shape[1:]))
         self.labels = [str(label) for label in (labels if labels is not None else range(classes))]
@@ -483,7 +483,7 @@ def explore(model, images=None, layers=None, *, logger=None, labels=None, prepro
 
     Raises:
         LayerError: A model without conv layers (one sentence says so), or unknown layers.
-        ModelError: Not a Keras model, a subclassed one, or one with several inputs.
+        ModelError: Not a Keras model, or one with several inputs.
         InputShapeError: ``images`` that do not fit the model's input.
         InputError: A ``logger`` that has recorded nothing.
     """

@@ -24,7 +24,7 @@ import numpy as np
 from course import validate
 from course.errors import InputError, LayerError
 from course.inputs import model_images
-from course.tracing import check_model, input_shape, trace
+from course.tracing import check_model, input_shape, tap_model, trace
 
 _CONV_TYPES = (
     keras.layers.Conv1D,
@@ -142,7 +142,7 @@ def activation_model(model: keras.Model, layers=None) -> keras.Model:
     Raises:
         LayerError: A name is unknown (the closest is suggested), or names a layer whose
             output is not a feature map (Dense, Flatten), or the model is not built.
-        ModelError: Not a Keras model, a subclassed one, or one with several inputs.
+        ModelError: Not a Keras model, or one with several inputs.
     """
     traced = trace(model)
     if layers is None:
@@ -151,7 +151,7 @@ def activation_model(model: keras.Model, layers=None) -> keras.Model:
         names = resolve_layers(model, layers, traced)
     if not names:
         raise LayerError(f"model '{model.name}' has no layer whose output is a feature map.")
-    return keras.Model(traced.inputs, {name: traced.taps[name] for name in names}, name=f"{model.name}_maps")
+    return tap_model(model, {name: name for name in names}, f"{model.name}_maps")
 
 
 def _cached_activation_model(model: keras.Model, names: tuple[str, ...] | None):
@@ -226,7 +226,8 @@ def extract_feature_maps(
     maps_model, compiled = _cached_activation_model(model, names)
     batch = model_images(model, images)
     count = len(batch)
-    shapes = {name: (count, *t.shape[1:]) for name, t in maps_model.output.items()}
+    traced = trace(model).shapes()
+    shapes = {name: (count, *traced[name][1:]) for name in (names or _map_names(traced))}
     if any(None in shape for shape in shapes.values()):
         # A model that takes any image size: the maps' sizes follow from the images given.
         shapes = {name: (count, *t.shape[1:]) for name, t in compiled(batch[:1]).items()}

@@ -23,7 +23,7 @@ class InputShapeError(InputError):
 
 
 class ModelError(CourseError, ValueError, TypeError):
-    """Not a Keras model, or a model the tools cannot re-trace (subclassed, several inputs)."""
+    """Not a Keras model, or a model the tools cannot see inside (several inputs, channels_first)."""
 
 
 class OptionError(CourseError, ValueError, TypeError):

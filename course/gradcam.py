@@ -70,10 +70,12 @@ def grad_cam(model: keras.Model, image, layer=None, class_index: int | None = No
     """
     import tensorflow as tf
 
+    from course.activations import resolve_layer
+
     batch = model_images(model, image, "image", one=True)
     layer = last_conv_layer(model) if layer is None else layer
     scorer = score_model(model, layer)
-    if not _is_spatial(tuple(scorer.output["maps"].shape)):
+    if not _is_spatial(trace(model).shapes()[resolve_layer(model, layer)]):
         warnings.warn(
             f"layer {layer!r} of model '{model.name}' has 1x1 maps: a Grad-CAM heatmap of it is the same at "
             "every position; choose a layer before the global pooling (course.last_conv_layer(model)).",

@@ -15,7 +15,7 @@ import numpy as np
 from course import validate
 from course.activations import activation_model, resolve_layer
 from course.errors import CourseError, InputShapeError, OptionError
-from course.tracing import input_shape
+from course.tracing import input_shape, trace
 
 
 def _gaussian_kernel(sigma: float, channels: int) -> np.ndarray:
@@ -89,7 +89,7 @@ def maximize_activation(
     seed = validate.integer(seed, "seed", 0)
     low, high = validate.value_range(value_range)
     maps_model = activation_model(model, layer)
-    count = int(maps_model.output[layer].shape[-1])
+    count = int(trace(model).shapes()[layer][-1])
     single = channel is not None and np.ndim(channel) == 0
     if channel is None:
         channels = np.arange(count)

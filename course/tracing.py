@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 import keras
 
 from course.errors import LayerError, ModelError
+from course.logits import scores
 
-__all__ = ["Trace", "input_shape", "is_traceable", "score_model", "trace"]
+__all__ = ["Trace", "input_shape", "is_traceable", "score_model", "tap_model", "trace"]
 
 # model -> (ids of its layers when traced, Trace); weak so models can be freed. The Trace keeps
 # those layers alive, so their ids cannot be reused while the entry exists.
@@ -37,7 +38,8 @@ class Trace:
     """What one re-trace recorded.
 
     Attributes:
-        inputs: The new ``keras.Input`` tensor.
+        inputs: The new ``keras.Input`` tensor; None for a subclassed model, whose taps are
+            recorded during its own call (:mod:`course.hooks`) and hold only their shapes.
         output: The model's output tensor, computed through the recorded tensors.
         taps: ``{name: output tensor}`` of every layer call, in the order data flows.
         layers: ``{name: layer}`` for the same names.
@@ -77,20 +79,15 @@ def is_traceable(model) -> bool:
 
 
 def check_model(model) -> None:
-    """Refuse, with one sentence, what is not a Sequential or functional Keras model.
+    """Refuse, with one sentence, what is not a Keras model the tools can see inside.
 
     Raises:
-        ModelError: Not a Keras model (a path, a string, None ...), or a subclassed model.
+        ModelError: Not a Keras model (a path, a string, None ...), or one with channels_first layers.
     """
     if not isinstance(model, keras.Model):
         raise ModelError(
             f"expected a Keras model, got {type(model).__name__} ({str(model)[:60]!r}): "
             "pass a keras.Model, e.g. keras.models.load_model(path) for a saved one."
-        )
-    if not is_traceable(model):
-        raise ModelError(
-            f"model '{model.name}' is a subclassed {type(model).__name__}, whose layers cannot be "
-            "re-traced: build it as a Sequential or functional model (keras.Input, then layers)."
         )
     first = next((lay for lay in _all_layers(model) if getattr(lay, "data_format", "") == "channels_first"), None)
     if first is not None:
@@ -115,6 +112,10 @@ def input_shape(model: keras.Model) -> tuple:
         LayerError: The model is not built.
     """
     check_model(model)
+    if not is_traceable(model):
+        from course.hooks import build_input_shape
+
+        return build_input_shape(model)
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -179,7 +180,7 @@ def trace(model: keras.Model) -> Trace:
         to its output).
 
     Raises:
-        ModelError: Not a Keras model, a subclassed model, or one with several inputs.
+        ModelError: Not a Keras model, or one with several inputs.
         LayerError: The model is not built.
     """
     check_model(model)
@@ -187,60 +188,36 @@ def trace(model: keras.Model) -> Trace:
     cached = _TRACES.get(model)
     if cached is not None and cached[0] == layers:
         return cached[1]
-    record = Trace(inputs=keras.Input(shape=input_shape(model)))
-    record.output = _run(model, record.inputs, record)
+    if is_traceable(model):
+        record = Trace(inputs=keras.Input(shape=input_shape(model)))
+        record.output = _run(model, record.inputs, record)
+    else:  # subclassed: record each layer's output during the model's own call
+        from course.hooks import trace_subclassed
+
+        record = trace_subclassed(model, Trace(inputs=None))
     _TRACES[model] = (layers, record)
     return record
+
+
+def tap_model(model: keras.Model, outputs: dict, name: str) -> keras.Model:
+    """A model from ``model``'s input to ``outputs``: a (nested) dict whose leaves are traced
+    layer names, :data:`course.hooks.OUTPUT` (the model's output) or :data:`course.hooks.SCORES`
+    (its class scores, see :mod:`course.logits`). It shares the layers: nothing is copied."""
+    from course import hooks
+
+    traced = trace(model)
+    if traced.inputs is None:
+        return hooks.Recorder(model, outputs, traced.models.get("head"), name=name)
+    special = {hooks.OUTPUT: traced.output}
+    if hooks.SCORES in keras.tree.flatten(outputs):
+        special[hooks.SCORES] = scores(traced)
+    return keras.Model(traced.inputs, keras.tree.map_structure(lambda leaf: special.get(leaf, traced.taps.get(leaf)),
+                                                               outputs), name=name)
 
 
 # --------------------------------------------------------------------------------------------
 # Class scores (logits) and maps of one forward pass: what saliency and Grad-CAM differentiate
 # --------------------------------------------------------------------------------------------
-
-
-def _squashes(layer) -> bool:
-    """Whether ``layer`` ends in a softmax or a sigmoid (the logits are its input to that)."""
-    activation = getattr(getattr(layer, "activation", None), "__name__", None)
-    return isinstance(layer, keras.layers.Softmax) or activation in ("softmax", "sigmoid")
-
-
-class _WithoutSoftmax(keras.layers.Layer):
-    """Runs a layer of the model (shared, with its trained weights) without its softmax or sigmoid.
-
-    The model is not changed: the activation is switched off only for the duration of this
-    layer's own call, and back on before it returns (also on an error).
-    """
-
-    def __init__(self, head, **kwargs):
-        # The head's dtype policy, so that a float64 (or mixed-precision) model is not cast.
-        super().__init__(name=f"{head.name}_logits", dtype=head.dtype_policy, **kwargs)
-        self.head = head
-
-    def call(self, *args, **kwargs):
-        if isinstance(self.head, keras.layers.Softmax):
-            return args[0]
-        saved = self.head.activation
-        self.head.activation = keras.activations.linear
-        try:
-            return self.head(*args, **kwargs)
-        finally:
-            self.head.activation = saved
-
-
-def _scores(traced: Trace):
-    """The class scores: the logits when the layer that computes the output applies softmax or
-    sigmoid (at any depth of nesting), else the output itself.
-
-    A sigmoid saturates as a softmax does: the gradient of a probability of 1 - 1e-7 is about
-    1e-7 times that of its logit, so saliency would see almost nothing."""
-    for name, tensor in traced.taps.items():  # inner layers are recorded before their model
-        if tensor is traced.output and not isinstance(traced.layers[name], keras.Model):
-            layer = traced.layers[name]
-            if not _squashes(layer):
-                return traced.output
-            args, kwargs = traced.calls[name]
-            return _WithoutSoftmax(layer)(*args, **kwargs)
-    return traced.output
 
 
 def score_model(model: keras.Model, layer=None) -> keras.Model:
@@ -280,10 +257,10 @@ def score_model(model: keras.Model, layer=None) -> keras.Model:
                 f"model '{model.name}' returns {shape}, not one (batch, classes) tensor of scores: "
                 "saliency and Grad-CAM explain a classifier's class scores."
             )
-        outputs = {"scores": _scores(traced)}
-        if name is not None:
-            outputs["maps"] = traced.taps[name]
-        cached["scores", name] = keras.Model(traced.inputs, outputs, name=f"{model.name}_scores")
+        from course.hooks import SCORES
+
+        outputs = {"scores": SCORES} if name is None else {"scores": SCORES, "maps": name}
+        cached["scores", name] = tap_model(model, outputs, f"{model.name}_scores")
     return cached["scores", name]
 
 

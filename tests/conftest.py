@@ -181,6 +181,35 @@ def sequential_base_model() -> keras.Sequential:
     )
 
 
+@keras.saving.register_keras_serializable(package="course_tests")
+class SubclassedCNN(keras.Model):
+    """A subclassed CNN the way PyTorch users write one: layers made in ``__init__``, wired in
+    ``call``, one conv layer called twice (``shared``, then ``"subclassed/shared"``), and a
+    ``training`` flag that switches dropout on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        layers = keras.layers
+        self.conv = layers.Conv2D(4, 3, activation="relu", name="s1")
+        self.shared = layers.Conv2D(4, 3, activation="relu", padding="same", name="shared")
+        self.pool = layers.MaxPooling2D(2, name="spool")
+        self.flat = layers.Flatten(name="sflat")
+        self.drop = layers.Dropout(0.5, name="sdrop")
+        self.head = layers.Dense(3, activation="softmax", name="sout")
+
+    def call(self, x, training=False):
+        x = self.shared(self.shared(self.conv(x)))
+        return self.head(self.drop(self.flat(self.pool(x)), training=training))
+
+
+def subclassed_cnn() -> keras.Model:
+    """A built :class:`SubclassedCNN` for (12, 12, 1) images."""
+    keras.utils.set_random_seed(7)
+    model = SubclassedCNN(name="subclassed")
+    model(np.zeros((1, 12, 12, 1), np.float32))
+    return model
+
+
 #: name -> factory of every model kind the public API must handle (shared by the tests).
 MODEL_KINDS = {
     "sequential": tiny_sequential,
@@ -189,6 +218,7 @@ MODEL_KINDS = {
     "nested_sequential_in_functional": tiny_nested,
     "reused_sequential_3_deep": reused_sequential,
     "sequential_base": sequential_base_model,
+    "subclassed_reused_layer": subclassed_cnn,
 }
 
 

@@ -103,7 +103,7 @@ def test_grad_cam_and_saliency_on_every_model_kind(kind, layer_spec, class_index
         "last": conv[-1], "name": conv[0], "index": names.index(conv[0]), "object": course.find_layer(model, conv[0]),
         "unknown": "no_such_layer", "dense": names[-1], None: None,
     }[layer_spec]
-    classes = int(model.outputs[0].shape[-1])
+    classes = int(course.score_model(model)(image[None])["scores"].shape[-1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
