@@ -30,10 +30,10 @@ from course.analysis import filter_weights
 from course.callbacks import _kernels
 from course.errors import CourseError, InputError, LayerError, OptionError
 from course.hooks import OUTPUT
-from course.inputs import model_images, range_note
+from course.inputs import Feed, input_signature, model_feed, model_images, range_note
 from course.normalize import normalize_maps
 from course.plotting import GAP_COLOR, montage
-from course.tracing import input_shape, tap_model, trace
+from course.tracing import input_shape, model_inputs, tap_model, trace
 
 #: The normalizations the switch offers (see :mod:`course.normalize` for what each hides).
 NORMALIZATIONS = ("per_map", "per_layer", "robust")
@@ -203,6 +203,15 @@ class Explorer(anywidget.AnyWidget):
         traced = trace(model)
         self.model = model
         self.input_shape = input_shape(model)
+        self._feed, self._row = None, 0  # a model with several inputs: all of them, and the row shown
+        if len(model_inputs(model)) > 1:
+            if images is None:
+                raise OptionError(
+                    f"model '{model.name}' has {len(model_inputs(model))} inputs: pass images= a dict (or list) of "
+                    "them; the explorer shows its image input and keeps the other inputs of the image picked."
+                )
+            self._feed = model_feed(model, images)
+            images = self._feed.images
         if len(self.input_shape) != 3:
             raise InputError(
                 f"model '{model.name}' takes inputs of shape {self.input_shape}: the explorer needs an "
@@ -263,8 +272,16 @@ class Explorer(anywidget.AnyWidget):
     def _compile(self, forward):
         import tensorflow as tf
 
-        spec = tf.TensorSpec((None, *self.input_shape), tf.float32)
+        spec = tf.TensorSpec((None, *self.input_shape), tf.float32) if self._feed is None else input_signature(
+            self.model)
         return tf.function(lambda x: forward(x, training=False), input_signature=[spec])
+
+    def _with_other_inputs(self, batch):
+        """What the model is called on for ``batch`` of images: the other inputs of the image picked."""
+        if self._feed is None:
+            return batch
+        row = self._feed[self._row : self._row + 1]
+        return Feed(batch, row.others, row.index, row.keys)
 
     # ---------------------------------------------------------------- inputs
     def show(self, image) -> None:
@@ -294,6 +311,7 @@ class Explorer(anywidget.AnyWidget):
     def _on_pick(self, change) -> None:
         if self.images is not None and 0 <= change["new"] < len(self.images):
             self.epoch = -1
+            self._row = change["new"] if self._feed is not None else 0
             self.show(self.images[change["new"]])
 
     @traitlets.observe("upload")
@@ -340,7 +358,8 @@ class Explorer(anywidget.AnyWidget):
         batch = self.image[None]
         if self.preprocess is not None:
             batch = np.asarray(self.preprocess(batch), np.float32)
-        result = self._forward(batch)
+        inputs = self._with_other_inputs(batch)
+        result = self._forward(inputs if self._feed is None else inputs.value())
         self.feature_maps = {name: np.asarray(t)[0] for name, t in result["maps"].items()}
         scores = np.asarray(result["output"], np.float64).reshape(-1)
         if scores.min() < 0 or not math.isclose(scores.sum(), 1.0, abs_tol=1e-3):  # logits
@@ -403,6 +422,7 @@ class Explorer(anywidget.AnyWidget):
         from course.saliency import saliency_map
 
         model_input = image if self.preprocess is None else np.asarray(self.preprocess(image[None]))[0]
+        model_input = self._with_other_inputs(model_input[None]) if self._feed is not None else model_input
         if self.overlay == "grad_cam":
             heat = grad_cam(self.model, model_input)
         else:
@@ -468,9 +488,12 @@ def explore(model, images=None, layers=None, *, logger=None, labels=None, prepro
     filters across training epochs.
 
     Args:
-        model: A built Keras image model: Sequential, functional, nested, or a
+        model: A built Keras image model: Sequential, functional, nested, subclassed, or a
             ``keras.applications`` model.
-        images: Test images (N, H, W, C) in [0, 1] for the picker (e.g. ``x_test[:100]``).
+        images: Test images (N, H, W, C) in [0, 1] for the picker (e.g. ``x_test[:100]``). For a
+            model with several inputs (required then), a dict ``{input name: array}`` or a list
+            in ``model.inputs`` order: the explorer shows the image input, and a drawn or
+            uploaded image is given the other inputs of the image picked.
         layers: The layers to show (names, indices or objects); default every conv layer.
         logger: A :class:`course.FeatureMapLogger` the model was trained with (or its
             ``.snapshots``): adds the epoch slider.
@@ -483,7 +506,7 @@ def explore(model, images=None, layers=None, *, logger=None, labels=None, prepro
 
     Raises:
         LayerError: A model without conv layers (one sentence says so), or unknown layers.
-        ModelError: Not a Keras model, or one with several inputs.
+        ModelError: Not a Keras model, or one with several inputs and none of them images.
         InputShapeError: ``images`` that do not fit the model's input.
         InputError: A ``logger`` that has recorded nothing.
     """

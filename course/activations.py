@@ -23,8 +23,8 @@ import numpy as np
 
 from course import validate
 from course.errors import InputError, LayerError
-from course.inputs import model_images
-from course.tracing import check_model, input_shape, tap_model, trace
+from course.inputs import input_signature, model_feed
+from course.tracing import check_model, tap_model, trace
 
 _CONV_TYPES = (
     keras.layers.Conv1D,
@@ -142,7 +142,7 @@ def activation_model(model: keras.Model, layers=None) -> keras.Model:
     Raises:
         LayerError: A name is unknown (the closest is suggested), or names a layer whose
             output is not a feature map (Dense, Flatten), or the model is not built.
-        ModelError: Not a Keras model, or one with several inputs.
+        ModelError: Not a Keras model, or one with several inputs and none of them images.
     """
     traced = trace(model)
     if layers is None:
@@ -165,8 +165,7 @@ def _cached_activation_model(model: keras.Model, names: tuple[str, ...] | None):
         import tensorflow as tf
 
         maps_model = activation_model(model, None if names is None else list(names))
-        spec = tf.TensorSpec((None, *input_shape(model)), tf.float32)
-        compiled = tf.function(lambda x: maps_model(x, training=False), input_signature=[spec])
+        compiled = tf.function(lambda x: maps_model(x, training=False), input_signature=[input_signature(model)])
         per_model["maps", names] = (maps_model, compiled)
     return per_model["maps", names]
 
@@ -198,7 +197,9 @@ def extract_feature_maps(
     Args:
         model: A built Keras model (see :func:`activation_model`).
         images: One image (H, W, C) or a batch (N, H, W, C), float in the range the model
-            was trained on ([0, 1] for the course's model). Grey images may omit C. A model
+            was trained on ([0, 1] for the course's model). Grey images may omit C. For a model
+            with several inputs, a dict ``{input name: array}`` or a list in ``model.inputs``
+            order (see :mod:`course.inputs`). A model
             that takes any image size (``keras.Input((None, None, 3))``, an ``include_top=False``
             base) gives maps of the size that follows from the images.
         layers: A layer (name, index or object) or a list of them; default every feature-map layer.
@@ -224,20 +225,20 @@ def extract_feature_maps(
     names = None if layers is None else tuple(resolve_layers(model, layers))
     out_dir = None if out_dir is None else validate.folder(out_dir)
     maps_model, compiled = _cached_activation_model(model, names)
-    batch = model_images(model, images)
+    batch = model_feed(model, images)
     count = len(batch)
     traced = trace(model).shapes()
     shapes = {name: (count, *traced[name][1:]) for name in (names or _map_names(traced))}
     if any(None in shape for shape in shapes.values()):
         # A model that takes any image size: the maps' sizes follow from the images given.
-        shapes = {name: (count, *t.shape[1:]) for name, t in compiled(batch[:1]).items()}
+        shapes = {name: (count, *t.shape[1:]) for name, t in compiled(batch[:1].value()).items()}
     # Large maps (e.g. 224x224x64 = 12.8 MB per image) get smaller batches.
     image_bytes = sum(4 * math.prod(shape[1:]) for shape in shapes.values())
     step = max(1, min(batch_size, _BATCH_BYTES // image_bytes))
 
     def batches():
         for start in range(0, count, step):
-            for name, tensor in compiled(batch[start : start + step]).items():
+            for name, tensor in compiled(batch[start : start + step].value()).items():
                 values = _as_numpy(tensor)
                 if not np.isfinite(values).all():
                     raise InputError(

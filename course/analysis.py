@@ -175,11 +175,11 @@ def _per_image(model, x, layer: str, reduce, batch_size: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _images_and_labels(model, x, y) -> tuple[np.ndarray, np.ndarray]:
-    """Images checked against the model and integer labels, one per image."""
-    from course.inputs import model_images
+def _images_and_labels(model, x, y):
+    """Images checked against the model (a :class:`course.inputs.Feed`) and integer labels, one per image."""
+    from course.inputs import model_feed
 
-    x = model_images(model, x, "x")
+    x = model_feed(model, x, "x")
     labels = validate.array(y, "y")
     if not np.issubdtype(labels.dtype, np.integer) and not np.all(np.mod(labels, 1) == 0):
         raise InputError(f"y must hold integer class labels, got values such as {labels.ravel()[:3]}.")
@@ -242,9 +242,9 @@ def top_activating_images(
         ValueError: A channel or k out of range.
         LayerError: An unknown layer, or one without feature maps.
     """
-    from course.inputs import model_images
+    from course.inputs import model_feed
 
-    x = model_images(model, x, "x")
+    x = model_feed(model, x, "x")
     k = validate.integer(k, "k")
     if not 1 <= k <= len(x):
         raise OptionError(f"k must be between 1 and the {len(x)} images, got {k}.")
@@ -276,7 +276,8 @@ def misclassified(model, x, y, layer: str | None = None, batch_size: int = 512) 
         A dict of arrays, one entry per wrong image, in the order of ``x``: ``"indices"``
         (into ``x``), ``"labels"``, ``"predictions"``, ``"confidence"`` (the model's output for
         the predicted class: a probability for a softmax model), ``"maps"`` (M, H, W, C) and
-        ``"layer"`` (the layer's name).
+        ``"layer"`` (the layer's name) and ``"images"`` (the wrong images; for a model with
+        several inputs, of its image input).
 
     Raises:
         ValueError: ``x`` and ``y`` of different lengths.
@@ -285,7 +286,7 @@ def misclassified(model, x, y, layer: str | None = None, batch_size: int = 512) 
 
     x, y = _images_and_labels(model, x, y)
     layer = conv_layer_names(model)[0] if layer is None else layer
-    outputs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    outputs = np.asarray(model.predict(x.value(), batch_size=batch_size, verbose=0))
     predictions = outputs.argmax(axis=1)
     wrong = np.flatnonzero(predictions != y)
     maps = extract_feature_maps(model, x[wrong], layer, batch_size)[layer] if len(wrong) else None
@@ -296,6 +297,7 @@ def misclassified(model, x, y, layer: str | None = None, batch_size: int = 512) 
         "confidence": outputs[wrong, predictions[wrong]],
         "maps": maps,
         "layer": layer,
+        "images": x.images[wrong],
     }
 
 

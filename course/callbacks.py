@@ -22,6 +22,7 @@ from course import validate
 from course.activations import conv_layer_names, extract_feature_maps
 from course.analysis import filter_weights
 from course.errors import InputShapeError
+from course.inputs import model_feed
 from course.normalize import normalize_maps
 from course.plotting import (
     montage,
@@ -43,7 +44,8 @@ class FeatureMapLogger(keras.callbacks.Callback):
     """Snapshot (and log to TensorBoard) chosen layers' feature maps and filters every epoch.
 
     Args:
-        images: A few fixed images (N, H, W, C), or one image (H, W, C), whose maps are kept.
+        images: A few fixed images (N, H, W, C), or one image (H, W, C), whose maps are kept;
+            for a model with several inputs, a dict ``{input name: array}``.
         layers: Layer names; default every conv layer of the model being trained.
         log_dir: A TensorBoard log directory, or None to keep the snapshots only.
         ncols: Maps per row in the logged montages.
@@ -57,12 +59,16 @@ class FeatureMapLogger(keras.callbacks.Callback):
 
     def __init__(self, images, layers=None, log_dir: str | os.PathLike | None = None, ncols: int = 8):
         super().__init__()
-        batch = validate.array(images, "images").astype(np.float32)
-        if batch.ndim not in (3, 4):
-            raise InputShapeError(
-                f"images of shape {batch.shape}: expected one image (H, W, C) or a few (N, H, W, C)."
-            )
-        self.images = batch[np.newaxis] if batch.ndim == 3 else batch
+        self._inputs = None  # a model with several inputs: checked against it at the first snapshot
+        if isinstance(images, dict):
+            self._inputs, self.images = images, None
+        else:
+            batch = validate.array(images, "images").astype(np.float32)
+            if batch.ndim not in (3, 4):
+                raise InputShapeError(
+                    f"images of shape {batch.shape}: expected one image (H, W, C) or a few (N, H, W, C)."
+                )
+            self.images = batch[np.newaxis] if batch.ndim == 3 else batch
         validate.integer(ncols, "ncols", 1)
         self.layers = [layers] if isinstance(layers, str) else layers
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
@@ -78,7 +84,10 @@ class FeatureMapLogger(keras.callbacks.Callback):
 
     def _snapshot(self, epoch: int) -> None:
         names = self._layer_names()
-        maps = extract_feature_maps(self.model, self.images, names)
+        if self._inputs is not None:
+            self._inputs = model_feed(self.model, self._inputs)
+            self.images = self._inputs.images
+        maps = extract_feature_maps(self.model, self.images if self._inputs is None else self._inputs, names)
         filters = {}
         for name in names:
             try:

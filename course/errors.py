@@ -23,7 +23,7 @@ class InputShapeError(InputError):
 
 
 class ModelError(CourseError, ValueError, TypeError):
-    """Not a Keras model, or a model the tools cannot see inside (several inputs, channels_first)."""
+    """Not a Keras model, or one the tools cannot see inside (channels_first, several inputs and no image)."""
 
 
 class OptionError(CourseError, ValueError, TypeError):

@@ -13,8 +13,8 @@ import keras
 import numpy as np
 
 from course.errors import CourseError, LayerError
-from course.inputs import model_images
-from course.tracing import class_index as _class_index
+from course.inputs import model_feed
+from course.logits import class_index as _class_index
 from course.tracing import score_model, trace
 
 
@@ -54,7 +54,8 @@ def grad_cam(model: keras.Model, image, layer=None, class_index: int | None = No
 
     Args:
         model: A built Keras model (the course's Sequential model included).
-        image: One image (H, W, C), in the range the model was trained on.
+        image: One image (H, W, C), in the range the model was trained on; for a model with
+            several inputs, a dict or list of one sample of each (its image input is explained).
         layer: The layer (name, index or object) whose maps are weighted; default
             :func:`last_conv_layer` (the last conv layer with maps larger than 1x1). Layers with
             1x1 maps give a warning.
@@ -72,7 +73,7 @@ def grad_cam(model: keras.Model, image, layer=None, class_index: int | None = No
 
     from course.activations import resolve_layer
 
-    batch = model_images(model, image, "image", one=True)
+    feed = model_feed(model, image, "image", one=True)
     layer = last_conv_layer(model) if layer is None else layer
     scorer = score_model(model, layer)
     if not _is_spatial(trace(model).shapes()[resolve_layer(model, layer)]):
@@ -82,10 +83,10 @@ def grad_cam(model: keras.Model, image, layer=None, class_index: int | None = No
             UserWarning,
             stacklevel=2,
         )
-    batch = tf.convert_to_tensor(batch)
+    batch = tf.convert_to_tensor(feed.images)
     with tf.GradientTape() as tape:
         tape.watch(batch)  # records every op, also of layers without weights
-        outputs = scorer(batch, training=False)
+        outputs = scorer(feed.value(batch), training=False)
         maps = outputs["maps"]
         index = _class_index(outputs["scores"], class_index)
         score = outputs["scores"][0, index]

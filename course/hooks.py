@@ -13,6 +13,7 @@ once per call and named as the re-trace names it: ``name``, then ``"<model>/name
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import keras
 import numpy as np
@@ -152,13 +153,16 @@ class Recorder(keras.Model):
 
     def __init__(self, model: keras.Model, outputs: dict, head=None, **kwargs):
         super().__init__(**kwargs)
-        self.inner, self.wanted, self.head = model, outputs, head
+        # A weak reference: the Recorder is cached with the model's trace, which must not keep
+        # the model alive (the trace cache is keyed weakly on the model).
+        self._inner = weakref.ref(model)
+        self.wanted, self.head = outputs, head
 
     def call(self, x, training=False):
         from course.tracing import Trace
 
         record = Trace(inputs=None)
-        output = run_recorded(self.inner, x, record, self.head)
+        output = run_recorded(self._inner(), x, record, self.head)
         scores = record.models.get("logits", output)
 
         def leaf(name):

@@ -10,6 +10,9 @@ only for the duration of the head's own call, and back on before it returns (als
 from __future__ import annotations
 
 import keras
+import numpy as np
+
+from course import validate
 
 
 def squashes(layer) -> bool:
@@ -55,3 +58,11 @@ def scores(traced):
             args, kwargs = traced.calls[name]
             return WithoutSquashing(layer)(*args, **kwargs)
     return traced.output
+
+
+def class_index(scores, index) -> int:
+    """The class to explain: ``index`` checked against the scores, or the predicted class."""
+    classes = int(scores.shape[-1])
+    if index is None:
+        return int(np.argmax(np.asarray(scores)[0]))
+    return validate.integer(index, "class_index", 0, classes - 1)

@@ -15,7 +15,8 @@ import numpy as np
 from course import validate
 from course.activations import activation_model, resolve_layer
 from course.errors import CourseError, InputShapeError, OptionError
-from course.tracing import input_shape, trace
+from course.inputs import Feed, model_feed
+from course.tracing import input_shape, model_inputs, trace
 
 
 def _gaussian_kernel(sigma: float, channels: int) -> np.ndarray:
@@ -65,7 +66,8 @@ def maximize_activation(
         value_range: The model's input range; the image stays inside it.
         seed: Seed of the start images and the shifts.
         start: Start image(s), (H, W, C) for all channels or (n, H, W, C) one per channel;
-            default the best of three noise images per channel.
+            default the best of three noise images per channel. A model with several inputs
+            needs a dict (or list) of them: the image entry is the start, the others stay fixed.
 
     Returns:
         float32 image (H, W, C) for one channel; (n, H, W, C) for a sequence or None.
@@ -102,6 +104,15 @@ def maximize_activation(
             raise OptionError(f"the list of channels is empty: give indices in 0..{count - 1}, or None for all.")
         channels = np.array([validate.integer(c, "channel", 0, count - 1) for c in given], int)
     shape = input_shape(model)
+    fixed = Feed(np.empty(0))  # a model with several inputs: the other inputs, held fixed
+    if len(model_inputs(model)) > 1:
+        if start is None:
+            raise OptionError(
+                f"model '{model.name}' has {len(model_inputs(model))} inputs: pass start= a dict (or list) of them, "
+                "whose image entry is the start image and whose other entries are held fixed."
+            )
+        fixed = model_feed(model, start, "start")
+        start = fixed.images
     if None in shape and start is None:
         raise OptionError(
             f"model '{model.name}' takes images of any size {shape}, so there is no size to start from: pass "
@@ -111,7 +122,7 @@ def maximize_activation(
     select = tf.one_hot(channels, count)[:, None, None, :]
 
     def channel_means(batch):
-        maps = maps_model(tf.convert_to_tensor(batch, tf.float32), training=False)[layer]
+        maps = maps_model(fixed.value(tf.convert_to_tensor(batch, tf.float32)), training=False)[layer]
         return tf.reduce_mean(tf.reduce_sum(maps * select, axis=-1), axis=(1, 2)).numpy()
 
     if start is None:
@@ -143,7 +154,7 @@ def maximize_activation(
         shifted = tf.roll(images, shift, axis=[1, 2])
         with tf.GradientTape() as tape:
             tape.watch(shifted)
-            maps = maps_model(shifted, training=False)[layer]
+            maps = maps_model(fixed.value(shifted), training=False)[layer]
             # Each image's own channel: the images do not interact, so one sum serves all.
             objective = tf.reduce_sum(tf.reduce_mean(tf.reduce_sum(maps * select, axis=-1), axis=(1, 2)))
         grads = tape.gradient(objective, shifted)

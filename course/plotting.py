@@ -441,13 +441,14 @@ def compare_layers(model, image, layers=None, ncols: int = 8, normalize: str = "
         A Figure with one panel for the image and one per layer.
     """
     from course.activations import conv_layer_names, extract_feature_maps, resolve_layers
-    from course.inputs import model_images
+    from course.inputs import model_feed
 
     layers = conv_layer_names(model)[:2] if layers is None else resolve_layers(model, layers)
     if not layers:
         raise InputShapeError(f"model '{model.name}' has no conv layer to compare: pass layers=.")
-    image = model_images(model, image, "image", one=True)[0]
-    maps = extract_feature_maps(model, image, layers)
+    feed = model_feed(model, image, "image", one=True)
+    image = feed.images[0]
+    maps = extract_feature_maps(model, feed, layers)
     fig = Figure(figsize=(4 + 6 * len(layers), 6.5), layout="constrained")
     panels = fig.subfigures(1, len(layers) + 1, width_ratios=[1] + [3] * len(layers))
     picture = np.asarray(image, dtype=np.float32)
@@ -638,12 +639,13 @@ def plot_examples(images, captions, ncols: int = 8, title: str | None = None) ->
     return fig
 
 
-def plot_misclassified(result: dict, images, count: int = 4, ncols: int = 16) -> Figure:
+def plot_misclassified(result: dict, images=None, count: int = 4, ncols: int = 16) -> Figure:
     """Wrongly classified digits next to their feature maps (from :func:`course.misclassified`).
 
     Args:
         result: The dict returned by :func:`course.misclassified`.
-        images: The images that were passed to it (indexed by ``result["indices"]``).
+        images: The images that were passed to it (indexed by ``result["indices"]``); default
+            ``result["images"]``, the wrong images themselves.
         count: How many mistakes to show (the first ones).
         ncols: Maps per row.
 
@@ -653,7 +655,7 @@ def plot_misclassified(result: dict, images, count: int = 4, ncols: int = 16) ->
     Raises:
         ValueError: There are no mistakes to show.
     """
-    if not isinstance(result, dict) or "indices" not in result:
+    if not isinstance(result, dict) or "indices" not in result or (images is None and "images" not in result):
         raise InputError("result must be the dict returned by course.misclassified(model, x, y).")
     count = min(validate.integer(count, "count", 1), len(result["indices"]))
     if count == 0:
@@ -663,7 +665,7 @@ def plot_misclassified(result: dict, images, count: int = 4, ncols: int = 16) ->
     for row, i in zip(rows, range(count)):
         left, right = row.subfigures(1, 2, width_ratios=[1, 4])
         index = int(result["indices"][i])
-        picture, cmap = _display_image(np.asarray(images)[index])
+        picture, cmap = _display_image(result["images"][i] if images is None else np.asarray(images)[index])
         ax = left.add_subplot()
         ax.imshow(picture, cmap=cmap, interpolation="nearest")
         ax.set_axis_off()
@@ -814,17 +816,18 @@ def plot_saliency_examples(model, images, captions, smooth_samples: int = 30) ->
     Returns:
         A Figure of n rows x 3 columns; the heatmaps use the "hot" colormap.
     """
+    from course.inputs import model_feed
     from course.saliency import saliency_map
 
-    images = validate.array(images, "images")
-    if isinstance(captions, str) or len(captions) != len(images):
-        raise InputShapeError(f"got {len(images)} images but {len(captions)} captions: give one per image.")
-    fig = Figure(figsize=(7.5, 2.0 * len(images)), layout="constrained")
-    axes = fig.subplots(len(images), 3, squeeze=False)
-    for row, image, caption in zip(axes, images, captions):
-        vanilla = saliency_map(model, image)
-        smooth = saliency_map(model, image, smooth_samples=smooth_samples)
-        picture, cmap = _display_image(image)
+    feed = model_feed(model, images)
+    if isinstance(captions, str) or len(captions) != len(feed):
+        raise InputShapeError(f"got {len(feed)} images but {len(captions)} captions: give one per image.")
+    fig = Figure(figsize=(7.5, 2.0 * len(feed)), layout="constrained")
+    axes = fig.subplots(len(feed), 3, squeeze=False)
+    for i, (row, caption) in enumerate(zip(axes, captions)):
+        vanilla = saliency_map(model, feed[i : i + 1])
+        smooth = saliency_map(model, feed[i : i + 1], smooth_samples=smooth_samples)
+        picture, cmap = _display_image(feed.images[i])
         for ax, shown, colours, title in zip(
             row, (picture, vanilla, smooth), (cmap, "hot", "hot"),
             (caption, "saliency", f"SmoothGrad ({smooth_samples})"),
@@ -854,17 +857,19 @@ def plot_grad_cam_examples(model, images, captions, layers=None, colorbar: bool 
     """
     from course.activations import conv_layer_names, resolve_layers
     from course.gradcam import grad_cam
+    from course.inputs import model_feed
 
-    images = validate.array(images, "images")
-    if isinstance(captions, str) or len(captions) != len(images):
-        raise InputShapeError(f"got {len(images)} images but {len(captions)} captions: give one per image.")
+    feed = model_feed(model, images)
+    if isinstance(captions, str) or len(captions) != len(feed):
+        raise InputShapeError(f"got {len(feed)} images but {len(captions)} captions: give one per image.")
     layers = conv_layer_names(model) if layers is None else resolve_layers(model, layers)
-    fig = Figure(figsize=figsize or (2.4 * len(images), 2.5 * len(layers)), layout="constrained")
-    axes = fig.subplots(len(layers), len(images), squeeze=False)
+    fig = Figure(figsize=figsize or (2.4 * len(feed), 2.5 * len(layers)), layout="constrained")
+    axes = fig.subplots(len(layers), len(feed), squeeze=False)
     for row, layer in zip(axes, layers):
-        for ax, image, caption in zip(row, images, captions):
+        for i, (ax, caption) in enumerate(zip(row, captions)):
             label = f"{caption} '{layer}'" if len(layers) > 1 else caption
-            plot_overlay(image, grad_cam(model, image, layer), ax=ax, title=label, colorbar=False)
+            heat = grad_cam(model, feed[i : i + 1], layer)
+            plot_overlay(feed.images[i], heat, ax=ax, title=label, colorbar=False)
     if colorbar:
         scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, 1.0), "jet")  # plot_overlay's colours
         fig.colorbar(scale, ax=axes.ravel().tolist(), shrink=0.8, label="share of the maximum")

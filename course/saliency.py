@@ -13,8 +13,8 @@ import numpy as np
 
 from course import validate
 from course.errors import CourseError
-from course.inputs import model_images
-from course.tracing import class_index as _class_index
+from course.inputs import model_feed
+from course.logits import class_index as _class_index
 from course.tracing import score_model
 
 
@@ -36,7 +36,9 @@ def saliency_map(
 
     Args:
         model: A built Keras model.
-        image: One image (H, W, C), in the range the model was trained on.
+        image: One image (H, W, C), in the range the model was trained on; for a model with
+            several inputs, a dict or list of one sample of each (the gradient is taken with
+            respect to its image input only).
         class_index: The class whose score is explained; default the predicted class.
         smooth_samples: 0 for vanilla gradients, else the number of noisy copies (20-50).
         noise_level: SmoothGrad's noise as a fraction of the image's value range.
@@ -56,8 +58,9 @@ def saliency_map(
     noise_level = validate.number(noise_level, "noise_level", 0.0)
     seed = validate.integer(seed, "seed", 0)
     scorer = score_model(model)
-    batch = model_images(model, image, "image", one=True)
-    index = _class_index(scorer(batch, training=False)["scores"], class_index)
+    feed = model_feed(model, image, "image", one=True)
+    batch = feed.images
+    index = _class_index(scorer(feed.value(), training=False)["scores"], class_index)
     if smooth_samples:
         spread = noise_level * float(batch.max() - batch.min() or 1.0)
         noise = np.random.default_rng(seed).normal(0.0, spread, (smooth_samples, *batch.shape[1:]))
@@ -67,7 +70,7 @@ def saliency_map(
         chunk = tf.convert_to_tensor(batch[start : start + 32])
         with tf.GradientTape() as tape:
             tape.watch(chunk)
-            score = tf.reduce_sum(scorer(chunk, training=False)["scores"][:, index])
+            score = tf.reduce_sum(scorer(feed.value(chunk), training=False)["scores"][:, index])
         total += tape.gradient(score, chunk).numpy().sum(axis=0)
     result = np.abs(total / len(batch)).max(axis=-1)
     if not np.isfinite(result).all():

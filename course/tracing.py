@@ -26,7 +26,8 @@ import keras
 from course.errors import LayerError, ModelError
 from course.logits import scores
 
-__all__ = ["Trace", "input_shape", "is_traceable", "score_model", "tap_model", "trace"]
+__all__ = ["Trace", "image_input", "input_shape", "is_traceable", "model_inputs", "score_model", "tap_model",
+           "trace"]
 
 # model -> (ids of its layers when traced, Trace); weak so models can be freed. The Trace keeps
 # those layers alive, so their ids cannot be reused while the entry exists.
@@ -104,18 +105,18 @@ def _all_layers(model):
         yield from [layer, *(_all_layers(layer) if isinstance(layer, keras.Model) else ())]
 
 
-def input_shape(model: keras.Model) -> tuple:
-    """The shape of one input of a built single-input model, without the batch axis.
+def model_inputs(model: keras.Model) -> list:
+    """The model's inputs (KerasTensors, batch axis None), in the order ``model.inputs`` lists them.
 
     Raises:
-        ModelError: Not a traceable Keras model, or one with several inputs.
+        ModelError: Not a Keras model the tools can see inside.
         LayerError: The model is not built.
     """
     check_model(model)
     if not is_traceable(model):
         from course.hooks import build_input_shape
 
-        return build_input_shape(model)
+        return [keras.KerasTensor((None, *build_input_shape(model)))]
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -125,12 +126,44 @@ def input_shape(model: keras.Model) -> tuple:
             f"model '{model.name}' has not been built, so its layers have no outputs yet: "
             "start it with keras.Input(shape=...) or call it once on a batch of images."
         )
-    if len(inputs) != 1:
+    return list(inputs)
+
+
+def image_input(model: keras.Model) -> int:
+    """The position in ``model.inputs`` of the input the tools explain: the only one, or the
+    first whose samples are images (height, width, channels).
+
+    Raises:
+        ModelError: Several inputs, none of them images.
+    """
+    inputs = model_inputs(model)
+    found = next((i for i, t in enumerate(inputs) if len(t.shape) == 4), None)
+    if len(inputs) > 1 and found is None:
+        shapes = [tuple(t.shape[1:]) for t in inputs]
         raise ModelError(
-            f"model '{model.name}' has {len(inputs)} inputs; the course's tools explain "
-            "single-input image models only: pass a model with one image input."
+            f"model '{model.name}' has {len(inputs)} inputs of shapes {shapes}, none of them images "
+            "(height, width, channels): the course's tools explain an image input."
         )
-    return tuple(inputs[0].shape[1:])
+    return found or 0
+
+
+def input_shape(model: keras.Model) -> tuple:
+    """The shape of one image of the model's image input (:func:`image_input`), without the batch axis.
+
+    Raises:
+        ModelError: Not a Keras model the tools can see inside, or several inputs and no image.
+        LayerError: The model is not built.
+    """
+    return tuple(model_inputs(model)[image_input(model)].shape[1:])
+
+
+def _fresh_inputs(model: keras.Model):
+    """New ``keras.Input`` tensors in the structure of ``model.input`` (one, a list or a dict)."""
+    if len(model_inputs(model)) == 1:
+        return keras.Input(shape=input_shape(model))
+    image_input(model)  # several inputs and no image: refused here
+    return keras.tree.map_structure(lambda t: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name),
+                                    model.input)
 
 
 def _call(layer, args, kwargs, record: Trace, scope: str):
@@ -189,7 +222,7 @@ def trace(model: keras.Model) -> Trace:
     if cached is not None and cached[0] == layers:
         return cached[1]
     if is_traceable(model):
-        record = Trace(inputs=keras.Input(shape=input_shape(model)))
+        record = Trace(inputs=_fresh_inputs(model))
         record.output = _run(model, record.inputs, record)
     else:  # subclassed: record each layer's output during the model's own call
         from course.hooks import trace_subclassed
@@ -262,15 +295,3 @@ def score_model(model: keras.Model, layer=None) -> keras.Model:
         outputs = {"scores": SCORES} if name is None else {"scores": SCORES, "maps": name}
         cached["scores", name] = tap_model(model, outputs, f"{model.name}_scores")
     return cached["scores", name]
-
-
-def class_index(scores, index) -> int:
-    """The class to explain: ``index`` checked against the scores, or the predicted class."""
-    import numpy as np
-
-    from course import validate
-
-    classes = int(scores.shape[-1])
-    if index is None:
-        return int(np.argmax(np.asarray(scores)[0]))
-    return validate.integer(index, "class_index", 0, classes - 1)

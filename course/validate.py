@@ -177,7 +177,7 @@ def array(values, name: str = "images") -> np.ndarray:
     return result
 
 
-def _fits(shape: tuple, expected: tuple) -> bool:
+def fits(shape: tuple, expected: tuple) -> bool:
     """Whether ``shape`` is ``expected``, where a None in ``expected`` takes any size."""
     return len(shape) == len(expected) and all(want is None or got == want for got, want in zip(shape, expected))
 
@@ -201,11 +201,11 @@ def images(values, expected: tuple, name: str = "images", *, range_note: str | N
     result = array(values, name)
     given = result.shape
     grey = expected[-1] == 1 and result.ndim in (len(expected) - 1, len(expected))
-    if grey and _fits(given[-(len(expected) - 1):], expected[:-1]) and not _fits(given, expected):
+    if grey and fits(given[-(len(expected) - 1):], expected[:-1]) and not fits(given, expected):
         result = result[..., np.newaxis]  # grey image(s) without their channel axis
-    if _fits(result.shape, expected):
+    if fits(result.shape, expected):
         result = result[np.newaxis]
-    if result.ndim != len(expected) + 1 or not _fits(result.shape[1:], expected):
+    if result.ndim != len(expected) + 1 or not fits(result.shape[1:], expected):
         shape = ", ".join("?" if s is None else str(s) for s in expected)
         raise InputShapeError(
             f"{name} of shape {given} do not fit the model, which expects a batch (N, {shape}) "

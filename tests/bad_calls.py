@@ -271,6 +271,30 @@ def bad_calls() -> list[tuple[str, object]]:
     add("maximize_activation(any-size model, no start)",
         lambda: course.maximize_activation(any_size, "v", 0, steps=2))
     add("explore(any-size model, no images)", lambda: course.explore(any_size))
+
+    # Issue 22: a model with an image and a vector input takes a dict or a list of both.
+    pixels, vector = keras.Input((12, 12, 1), name="pixels"), keras.Input((3,), name="vector")
+    merged = keras.layers.Concatenate()([keras.layers.Flatten()(keras.layers.Conv2D(2, 3, name="mc")(pixels)), vector])
+    two = keras.Model({"pixels": pixels, "vector": vector}, keras.layers.Dense(2)(merged), name="two")
+    vec = np.zeros((1, 3), np.float32)
+    wrong_inputs = {"one array": image, "a dict without 'vector'": {"pixels": image},
+                    "a dict with an unknown key": {"pixels": image, "vector": vec, "extra": vec},
+                    "a list of 1": [image], "a list of 3": [image, vec, vec], "None": None,
+                    "vector of another size": {"pixels": image, "vector": np.zeros((1, 4))},
+                    "vectors for another batch": {"pixels": batch, "vector": np.zeros((3, 3))},
+                    "NaN vector": {"pixels": image, "vector": vec * NAN},
+                    "str vector": {"pixels": image, "vector": "v"}}
+    for label, bad in wrong_inputs.items():
+        add(f"extract_feature_maps(two inputs, {label})", lambda bad=bad: course.extract_feature_maps(two, bad))
+        add(f"grad_cam(two inputs, {label})", lambda bad=bad: course.grad_cam(two, bad, "mc"))
+        add(f"saliency_map(two inputs, {label})", lambda bad=bad: course.saliency_map(two, bad))
+    add("grad_cam(two inputs, a batch of 2)",
+        lambda: course.grad_cam(two, {"pixels": batch, "vector": np.zeros((2, 3))}, "mc"))
+    add("maximize_activation(two inputs, no start)", lambda: course.maximize_activation(two, "mc", 0, steps=2))
+    add("explore(two inputs, no images)", lambda: course.explore(two))
+    a, b = keras.Input((3,)), keras.Input((2,))
+    vectors_only = keras.Model([a, b], keras.layers.Concatenate()([a, b]), name="vectors_only")
+    add("conv_layer_names(two inputs, none an image)", lambda: course.conv_layer_names(vectors_only))
     return calls
 
 
