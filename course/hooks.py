@@ -31,12 +31,17 @@ def sublayers(model: keras.Model) -> list:
     return list(model._flatten_layers(include_self=False, recursive=True))
 
 
-def build_input_shape(model: keras.Model) -> tuple:
-    """The shape of one input of a built subclassed model, without the batch axis.
+def build_inputs(model: keras.Model) -> tuple[list, object]:
+    """The inputs of a built subclassed model, from the shapes it was built with.
+
+    Returns:
+        ``(inputs, keys)``: KerasTensors (batch axis None) in order, and ``keys`` as
+        :class:`course.inputs.Feed` has them: None for one input, ``[]`` for a list, ``{key:
+        position}`` for a dict (a ``call(self, inputs)`` that takes several inputs as one list or dict).
 
     Raises:
         LayerError: The model was never built (called on data, or ``model.build(shape)``).
-        ModelError: Its ``call`` takes several inputs.
+        ModelError: Its ``call`` takes several arguments.
     """
     shapes = getattr(model, "_build_shapes_dict", None) or {}
     if not model.built or not shapes:
@@ -44,14 +49,18 @@ def build_input_shape(model: keras.Model) -> tuple:
             f"model '{model.name}' has not been built, so its layers have no outputs yet: call it once on a "
             "batch of images (model(x[:1])) or model.build((None, height, width, channels))."
         )
-    if len(shapes) != 1 or not all(isinstance(d, (int, type(None))) for d in next(iter(shapes.values()))) or (
-        _required_inputs(model) > 1
-    ):
+    if len(shapes) != 1 or _required_inputs(model) > 1:
         raise ModelError(
-            f"model '{model.name}' takes several inputs in its call; the course's tools explain "
-            "single-input image models only: pass a model with one image input."
+            f"model '{model.name}' takes several arguments in its call: the course's tools call a model on one "
+            "argument; take several inputs as one list or dict (def call(self, inputs)), as functional models do."
         )
-    return tuple(next(iter(shapes.values()))[1:])
+    shape = next(iter(shapes.values()))
+    if isinstance(shape, dict):
+        keys = list(shape)
+        return [keras.KerasTensor((None, *shape[k][1:]), name=k) for k in keys], {k: i for i, k in enumerate(keys)}
+    if shape and isinstance(shape[0], (list, tuple)):
+        return [keras.KerasTensor((None, *s[1:]), name=f"input_{i}") for i, s in enumerate(shape)], []
+    return [keras.KerasTensor((None, *shape[1:]))], None
 
 
 def _required_inputs(model: keras.Model) -> int:
@@ -122,13 +131,17 @@ def trace_subclassed(model: keras.Model, record):
     Raises:
         LayerError: Not built, or built for images of any size (no size to run it on).
     """
-    shape = build_input_shape(model)
-    if None in shape:
+    from course.inputs import pack
+
+    inputs, keys = build_inputs(model)
+    shapes = [tuple(t.shape[1:]) for t in inputs]
+    if any(None in shape for shape in shapes):
         raise LayerError(
-            f"model '{model.name}' was built for inputs of any size {shape}: build it for one size "
+            f"model '{model.name}' was built for inputs of any size {shapes}: build it for one size "
             "(model.build((None, height, width, channels))) to list and explain its layers."
         )
-    probe = np.random.default_rng(0).random((1, *shape)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    probe = pack([rng.random((1, *shape)).astype(np.float32) for shape in shapes], keys)
     output = run_recorded(model, probe, record)
     spec = lambda tensor: keras.KerasTensor((None, *tensor.shape[1:]), dtype=tensor.dtype)  # noqa: E731
     record.output = spec(output) if _is_tensor(output) else [spec(o) for o in keras.tree.flatten(output)]

@@ -18,7 +18,7 @@ import numpy as np
 
 from course import validate
 from course.errors import InputError, InputShapeError
-from course.tracing import image_input, input_shape, model_inputs, trace
+from course.tracing import image_input, input_shape, is_traceable, model_inputs, trace
 
 __all__ = ["Feed", "input_signature", "model_feed", "model_images", "range_note"]
 
@@ -107,9 +107,15 @@ class Feed:
         as_given = (lambda a: a) if isinstance(images, np.ndarray) else keras.ops.convert_to_tensor
         parts = {self.index: images}
         parts.update({i: as_given(np.repeat(a, rows, axis=0) if len(a) == 1 else a) for i, a in self.others.items()})
-        if isinstance(self.keys, dict):
-            return {key: parts[position] for key, position in self.keys.items()}
-        return [parts[position] for position in range(len(parts))]
+        return pack([parts[position] for position in range(len(parts))], self.keys)
+
+
+def pack(parts: list, keys):
+    """Inputs in order as the model takes them: ``keys`` None (one input), ``[]`` (a list) or
+    ``{key: position}`` (a dict)."""
+    if keys is None:
+        return parts[0]
+    return {key: parts[position] for key, position in keys.items()} if isinstance(keys, dict) else list(parts)
 
 
 def model_feed(model: keras.Model, values, name: str = "images", *, one: bool = False) -> Feed:
@@ -133,10 +139,8 @@ def model_feed(model: keras.Model, values, name: str = "images", *, one: bool = 
     inputs = model_inputs(model)
     if len(inputs) == 1:
         return Feed(model_images(model, values, name, one=one))
-    index, structure = image_input(model), model.input
-    positions = {key: next(i for i, t in enumerate(inputs) if t is tensor) for key, tensor in structure.items()} if (
-        isinstance(structure, dict)) else None
-    names = [t.name for t in inputs] if positions is None else sorted(positions, key=positions.get)
+    index, positions = image_input(model), _keys(model, inputs)
+    names = [t.name for t in inputs] if not positions else sorted(positions, key=positions.get)
     if isinstance(values, dict) and sorted(values) == sorted(names):
         given = [values[n] for n in names]
     elif isinstance(values, (list, tuple)) and len(values) == len(inputs):
@@ -153,7 +157,19 @@ def model_feed(model: keras.Model, values, name: str = "images", *, one: bool = 
     images = model_images(model, given[index], f"{name}['{names[index]}']", one=one)
     others = {i: _other_input(given[i], inputs[i], f"{name}['{names[i]}']", len(images))
               for i in range(len(inputs)) if i != index}
-    return Feed(images, others, index, [] if positions is None else positions)
+    return Feed(images, others, index, positions)
+
+
+def _keys(model: keras.Model, inputs: list):
+    """How a model with several inputs takes them: ``[]`` for a list, ``{key: position}`` for a dict."""
+    if not is_traceable(model):
+        from course.hooks import build_inputs
+
+        return build_inputs(model)[1]
+    structure = model.input
+    if not isinstance(structure, dict):
+        return []
+    return {key: next(i for i, t in enumerate(inputs) if t is tensor) for key, tensor in structure.items()}
 
 
 def _other_input(values, spec, name: str, count: int) -> np.ndarray:
@@ -180,4 +196,7 @@ def input_signature(model: keras.Model):
         return tf.TensorSpec((None, *tensor.shape[1:]), keras.backend.standardize_dtype(tensor.dtype))
 
     traced = trace(model)
-    return spec(model_inputs(model)[0]) if traced.inputs is None else keras.tree.map_structure(spec, traced.inputs)
+    if traced.inputs is not None:
+        return keras.tree.map_structure(spec, traced.inputs)
+    inputs = model_inputs(model)
+    return pack([spec(t) for t in inputs], None if len(inputs) == 1 else _keys(model, inputs))

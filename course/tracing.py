@@ -114,9 +114,9 @@ def model_inputs(model: keras.Model) -> list:
     """
     check_model(model)
     if not is_traceable(model):
-        from course.hooks import build_input_shape
+        from course.hooks import build_inputs
 
-        return [keras.KerasTensor((None, *build_input_shape(model)))]
+        return build_inputs(model)[0]
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):

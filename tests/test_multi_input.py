@@ -149,3 +149,43 @@ def test_wrong_inputs_are_refused_in_one_sentence(case):
     vectors = keras.Model([a, b], keras.layers.Concatenate()([a, b]), name="vectors")
     with pytest.raises(ModelError, match="none of them images"):
         course.conv_layer_names(vectors)
+
+
+class SubclassedTwoInputs(keras.Model):
+    """The same network written the PyTorch way: ``call(self, inputs)`` takes a dict or a list."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.m1 = layers.Conv2D(4, 3, activation="relu", name="m1")
+        self.m2 = layers.Conv2D(5, 3, activation="relu", name="m2")
+        self.mflat = layers.Flatten(name="mflat")
+        self.meta_dense = layers.Dense(4, name="meta_dense")
+        self.merge = layers.Concatenate(name="merge")
+        self.mout = layers.Dense(3, activation="softmax", name="mout")
+
+    def call(self, inputs):
+        image, meta = (inputs["image"], inputs["meta"]) if isinstance(inputs, dict) else (inputs[1], inputs[0])
+        return self.mout(self.merge([self.mflat(self.m2(self.m1(image))), self.meta_dense(meta)]))
+
+
+@pytest.mark.parametrize("as_dict", [True, False], ids=["dict", "list"])
+def test_a_subclassed_model_taking_a_dict_or_a_list(as_dict):
+    keras.utils.set_random_seed(12)
+    rng = np.random.default_rng(1)
+    images, meta = rng.random((4, 12, 12, 1), dtype=np.float32), rng.random((4, 3), dtype=np.float32)
+    feed = {"image": images, "meta": meta} if as_dict else [meta, images]
+    model = SubclassedTwoInputs(name="sub_two")
+    model(feed)
+    assert course.tracing.input_shape(model) == (12, 12, 1)
+    maps = course.extract_feature_maps(model, feed)
+    expected = by_hand(model, images, meta)
+    np.testing.assert_allclose(maps["m2"], expected["m2"], atol=1e-6)
+    np.testing.assert_allclose(course.score_model(model)(feed)["scores"], expected["logits"], atol=1e-5)
+    cam = course.grad_cam(model, _one(feed, 0))
+    assert cam.shape == (12, 12) and cam.max() == pytest.approx(1.0)
+    assert course.saliency_map(model, _one(feed, 0)).max() > 0
+    explorer = course.explore(model, feed)
+    explorer.image_index = 3
+    np.testing.assert_allclose(explorer.feature_maps["m1"], expected["m1"][3], atol=1e-6)
+    with pytest.raises(InputError, match="takes 2 inputs"):
+        course.extract_feature_maps(model, images)
