@@ -32,6 +32,18 @@ from grader.instructor import (
 )
 
 
+def _due_date(text: str):
+    """``--due``: an ISO date and time (a zone is optional)."""
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date and time: write it as 2026-12-01T23:59:00 (a zone such as -08:00 "
+            "may follow)") from None
+
+
 def _autograde(course: Course, args) -> int:
     if args.jobs < 1:
         raise GraderError(f"--jobs must be at least 1, got {args.jobs}: give how many submissions to grade at a time (default: the number of cores)")
@@ -139,6 +151,10 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("path", type=Path)
     p.add_argument("--assignment", help="the assignment of flat, LMS-style files (default: from the file name)")
     p.add_argument("--regexp", default=DEFAULT_REGEXP, help=f"nbgrader zip_collect named_regexp for flat files (default {DEFAULT_REGEXP!r})")
+    p.add_argument("--from", dest="lms", default="auto", choices=("auto", "canvas", "gradescope", "folder"),
+                   help="the layout: a Canvas or Gradescope submissions zip (recognised by itself), or a folder")
+    p.add_argument("--due", type=_due_date, help="ISO date and time; later submissions are recorded late "
+                   "(Canvas marks them itself), e.g. 2026-12-01T23:59:00-08:00")
 
     p = sub.add_parser("autograde", help="grade submissions, N at a time, each in a sandbox")
     p.add_argument("assignment", nargs="*", help="assignments to grade (default: all)")
@@ -214,7 +230,7 @@ def _main(argv: list[str] | None = None) -> int:
             print(path)
     elif args.command == "collect":
         progress(f"collecting submissions from {args.path}")
-        found = collect(course, args.path, args.assignment, args.regexp)
+        found = collect(course, args.path, args.assignment, args.regexp, args.lms, args.due)
         print(f"collected {len(found)} submission(s) from {len({s for s, _ in found})} student(s) into {course.submitted}")
     elif args.command == "autograde":
         return _autograde(course, args)

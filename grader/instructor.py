@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,22 +87,37 @@ def _safe_extract(archive: Path, dest: Path, max_bytes: int = 2 * 2**30) -> list
             target.parent.mkdir(parents=True, exist_ok=True)
             with z.open(info) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out)
+            stamp = time.mktime((*info.date_time, 0, 0, -1))  # the entry's date: an LMS's submission time
+            os.utime(target, (stamp, stamp))
     return escaping
 
 
-def collect(course: Course, path: Path, assignment: str | None = None, regexp: str = DEFAULT_REGEXP) -> list[tuple[str, str]]:
+def collect(course: Course, path: Path, assignment: str | None = None, regexp: str = DEFAULT_REGEXP,
+            lms: str = "auto", due=None) -> list[tuple[str, str]]:
     """Copy submissions into ``submitted/<student>/<assignment>/`` and register the students.
 
-    ``path`` is a zip or a folder, either laid out as ``<student>/<assignment>/*.ipynb`` (or
-    ``submitted/<student>/<assignment>/``) or flat, LMS-style, named as nbgrader's zip_collect
-    expects: ``regexp`` (nbgrader's ``FileNameCollectorPlugin.named_regexp``) gives
-    ``student_id`` and ``file_id`` from each file name.
+    ``path`` is a zip or a folder: a Canvas "Download Submissions" or Gradescope "Export
+    Submissions" zip (recognised by itself, or named with ``lms``; see :mod:`grader.lms`), laid
+    out as ``<student>/<assignment>/*.ipynb`` (or ``submitted/<student>/<assignment>/``), or
+    flat files named as nbgrader's zip_collect expects: ``regexp`` (nbgrader's
+    ``FileNameCollectorPlugin.named_regexp``) gives ``student_id`` and ``file_id``.
+
+    Args:
+        course: The course.
+        path: The zip or folder.
+        assignment: The assignment of every file (default: from each file's name).
+        regexp: For flat files that no LMS layout explains.
+        lms: ``"auto"`` (recognise Canvas and Gradescope), ``"canvas"``, ``"gradescope"`` or
+            ``"folder"`` (neither).
+        due: A ``datetime``: submissions after it are recorded late (Canvas marks them itself).
 
     Returns:
         ``(student, assignment)`` pairs collected.
     """
-    from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
+    from grader import lms as lms_formats
 
+    if lms not in ("auto", "folder", *lms_formats.LMS):
+        raise GraderError(f"unknown --from {lms!r}: choose auto, folder, {', '.join(lms_formats.LMS)}")
     given = path = Path(path)
     tmp = None
     if path.is_file() and zipfile.is_zipfile(path):
@@ -114,6 +130,29 @@ def collect(course: Course, path: Path, assignment: str | None = None, regexp: s
                           "exported or a folder of <student>/<assignment>/<assignment>.ipynb")
     if (path / "submitted").is_dir():
         path = path / "submitted"
+    try:
+        layout = lms_formats.detect(path) if lms == "auto" else None if lms == "folder" else lms
+        if layout is None:
+            found = _collect_folder(course, path, assignment, regexp)
+        else:
+            print(f"reading a {layout.capitalize()} export")
+            found = _collect_lms(course, path, layout, assignment, due)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not found:
+        raise GraderError(f"nothing was collected from {given}: it holds no notebook that could be collected "
+                          "(see the lines above for what was skipped and why)")
+    with _gradebook(course) as gb:
+        for student in sorted({s for s, _ in found}):
+            gb.update_or_create_student(student)
+    return found
+
+
+def _collect_folder(course: Course, path: Path, assignment: str | None, regexp: str) -> list[tuple[str, str]]:
+    """A folder of ``<student>/<assignment>/`` or of flat files named as ``regexp`` says."""
+    from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
+
     known = set(course.assignments())
     found = []
     for nb in sorted(path.rglob("*.ipynb")):
@@ -148,15 +187,73 @@ def collect(course: Course, path: Path, assignment: str | None = None, regexp: s
                 if extra.is_file() and not extra.is_symlink() and extra.suffix != ".ipynb":
                     shutil.copy2(extra, dest / extra.name)
         found.append((student, name))
-    if tmp:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not found:
-        raise GraderError(f"nothing was collected from {given}: it holds no notebook that could be collected "
-                          "(see the lines above for what was skipped and why)")
-    with _gradebook(course) as gb:
-        for student in sorted({s for s, _ in found}):
-            gb.update_or_create_student(student)
     return found
+
+
+def _collect_lms(course: Course, folder: Path, layout: str, assignment: str | None, due) -> list[tuple[str, str]]:
+    """An LMS export: each student's latest submission by the LMS's own order, late ones and
+    replaced ones said, and every kept one recorded in ``collected.csv``."""
+    from grader import lms as lms_formats
+
+    submissions, skipped = lms_formats.read(folder, layout, due)
+    for line in skipped:
+        print(f"skipped {line}")
+    known = set(course.assignments())
+    pairs = []
+    for sub in submissions:
+        name = assignment or (sub.file_stem if sub.file_stem in known else None)
+        if name is None:
+            print(f"skipped {sub.notebook.name} ({sub.describe()}): '{sub.file_stem}' is not an assignment "
+                  f"({', '.join(sorted(known))}); use --assignment")
+        elif not _STUDENT.fullmatch(sub.student):
+            print(f"skipped {sub.notebook.name}: student id {sub.student!r} has characters other than letters, "
+                  "digits, . _ @ -")
+        else:
+            pairs.append((name, sub))
+    kept, replaced = lms_formats.latest(pairs)
+    final = {(sub.student, name): sub for name, sub in kept}
+    earlier: dict[tuple[str, str], list[str]] = {}
+    for name, older in replaced:
+        newest = final[older.student, name]
+        earlier.setdefault((older.student, name), []).append(older.submission)
+        print(f"student {older.student}, {name}: {older.describe()} is replaced by the later {newest.describe()}")
+    for name, sub in kept:
+        dest = course.submitted / sub.student / name
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(sub.notebook, dest / f"{name}.ipynb")
+    late = [f"{sub.student} ({name})" for name, sub in kept if sub.late]
+    if late:
+        print(f"{len(late)} late submission(s): {', '.join(late)}")
+    _record_collected(course, kept, earlier)
+    return [(sub.student, name) for name, sub in kept]
+
+
+COLLECTED_COLUMNS = ("student", "assignment", "lms", "submission", "submitted_at", "late", "replaced")
+
+
+def _record_collected(course: Course, kept: list, earlier: dict) -> None:
+    """Add (or update) one row per kept submission in ``<course>/collected.csv``."""
+    import csv
+
+    from grader.exports import SafeWriter
+
+    path = course.root / "collected.csv"
+    rows = {}
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = {(r["student"], r["assignment"]): r for r in csv.DictReader(f)}
+    for name, sub in kept:
+        when = sub.submitted_at.isoformat(timespec="seconds") if sub.submitted_at else ""
+        rows[sub.student, name] = {
+            "student": sub.student, "assignment": name, "lms": sub.lms, "submission": sub.submission,
+            "submitted_at": when, "late": "yes" if sub.late else "no",
+            "replaced": ";".join(earlier.get((sub.student, name), [])),
+        }
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = SafeWriter(f)
+        writer.writerow(COLLECTED_COLUMNS)
+        for key in sorted(rows):
+            writer.writerow([rows[key].get(c, "") for c in COLLECTED_COLUMNS])
 
 
 # ------------------------------------------------------------------------------ planning
