@@ -105,6 +105,14 @@ def test_every_other_public_function_on_a_subclassed_model(model, images, tmp_pa
     np.testing.assert_array_equal(wrong["predictions"], np.argmax(model(images), axis=1)[wrong["indices"]])
     streamed = course.extract_feature_maps(model, images, "shared", out_dir=tmp_path)
     np.testing.assert_allclose(streamed["shared"], by_hand(model, images)["shared"], atol=1e-6)
+    assert course.feature_map_layer_names(model) == ["s1", "shared", "subclassed/shared", "spool"]
+    maps_model = course.activation_model(model, ["s1", "subclassed/shared"])
+    assert isinstance(maps_model, keras.Model)
+    np.testing.assert_allclose(maps_model(images)["subclassed/shared"], by_hand(model, images)["subclassed/shared"],
+                               atol=1e-6)
+    assert isinstance(course.plot_saliency_examples(model, images[:2], ["a", "b"], smooth_samples=2), Figure)
+    if len(wrong["indices"]):
+        assert isinstance(course.plot_misclassified(wrong, images), Figure)
 
 
 def test_the_explorer_and_the_logger_on_a_subclassed_model(model, images):
