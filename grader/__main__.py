@@ -185,8 +185,9 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=FORMATS, default="csv", help="default: csv")
     p.add_argument("--out", type=Path, help="default: grades.csv, gradescope/ or canvas_grades.csv")
     p.add_argument("--roster", type=Path, help="canvas: the CSV Canvas exports (Grades > Export)")
-    p.add_argument("--match-column", default="SIS Login ID",
-                   help="canvas: the roster column holding the grader's student ids (default: %(default)s)")
+    p.add_argument("--match-column", default="ID",
+                   help="canvas: the roster column holding the grader's student ids (default: %(default)s, the Canvas "
+                        "user id that Canvas puts in submission file names; SIS Login ID for logins)")
 
     p = sub.add_parser("formgrader", help="grade written answers by hand: JupyterLab in the course folder, formgrader set up",
                        description="Writes <course-dir>/nbgrader_config.py and starts JupyterLab there; open Nbgrader > "

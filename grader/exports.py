@@ -120,22 +120,34 @@ def grades(course: Course) -> list[Grade]:
     return found
 
 
-def export(course: Course, out: Path, fmt: str = "csv", roster: Path | None = None,
-           match: str = "SIS Login ID") -> int:
+def export(course: Course, out: Path, fmt: str = "csv", roster: Path | None = None, match: str = "ID") -> int:
     """Write the course's grades to ``out`` in format ``fmt``; returns how many grades were written.
 
     Args:
         out: A CSV file (``csv``, ``canvas``) or a folder (``gradescope``).
         roster: The Canvas gradebook CSV export (``canvas`` only; required there).
-        match: The roster column that holds the grader's student ids (``canvas``).
+        match: The roster column that holds the grader's student ids (``canvas``): ``ID``, the
+            Canvas user id that Canvas puts in submission file names (what ``collect`` reads from a
+            Canvas zip), or e.g. ``SIS Login ID``.
 
     Raises:
-        GraderError: an unknown format, no results, or a roster that cannot be used.
+        GraderError: an unknown format, no results, a roster that cannot be used, or a Canvas
+            export that would hold no grade (no graded student is in the roster).
     """
     if fmt not in FORMATS:
         raise GraderError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "canvas":
-        return _canvas(grades(course), out, _read_roster(roster, match), match)
+        students, header = _read_roster(roster, match)
+        written = _canvas(grades(course), out, students, header, match)
+        if not written:
+            ids = sorted({g.student for g in grades(course)})[:3]
+            column = sorted({row[match].strip() for row in students})[:3]
+            raise GraderError(
+                f"wrote 0 grades to {out}: no graded student of the course is in the roster's {match!r} column (the "
+                f"grader's ids look like {ids}, that column holds {column}): pass --match-column with the roster "
+                "column that holds them (ID for students collected from a Canvas zip, SIS Login ID for logins)"
+            )
+        return written
     return {"csv": _csv, "gradescope": _gradescope}[fmt](grades(course), out)
 
 
@@ -197,7 +209,7 @@ def _gradescope(all_grades: list[Grade], out: Path) -> int:
     return written
 
 
-def _read_roster(roster: Path | None, match: str) -> list[dict]:
+def _read_roster(roster: Path | None, match: str) -> tuple[list[dict], list[str]]:
     if roster is None:
         raise GraderError("--format canvas needs --roster: the CSV that Canvas exports (Grades > Export), so each "
                           "student's row carries Canvas's own ID")
@@ -213,10 +225,31 @@ def _read_roster(roster: Path | None, match: str) -> list[dict]:
         raise GraderError(f"the roster {roster} has no column {', '.join(map(repr, missing))}: give the CSV that "
                           f"Canvas exports (its first columns are {', '.join(CANVAS_COLUMNS)})")
     # Canvas's export has a "Points Possible" row (and sometimes a muted-assignments row): not students
-    return [r for r in rows if r.get("ID", "").strip() and not r["Student"].strip().startswith("Points Possible")]
+    students = [r for r in rows if r.get("ID", "").strip() and not r["Student"].strip().startswith("Points Possible")]
+    return students, list(header)
 
 
-def _canvas(all_grades: list[Grade], out: Path, roster: list[dict], match: str) -> int:
+CANVAS_ASSIGNMENT = re.compile(r"(?P<title>.+?) \((?P<id>\d+)\)")
+
+
+def _canvas_header(assignment: str, header: list[str]) -> str:
+    """The roster's own column of ``assignment`` ("<title> (<Canvas id>)", kept verbatim so that
+    the import fills that assignment instead of creating a new one), else the assignment's name."""
+    def plain(text: str) -> str:
+        return re.sub(r"[\W_]+", " ", text).strip().casefold()
+
+    for column in header:
+        match = CANVAS_ASSIGNMENT.fullmatch(column.strip())
+        if match and plain(match["title"]) == plain(assignment):
+            return column
+    columns = [c for c in header if CANVAS_ASSIGNMENT.fullmatch(c.strip())]
+    print(f"note: the roster has no column for {assignment} (its assignment columns: {columns or 'none'}); Canvas "
+          f"will create a new assignment '{assignment}': name the Canvas assignment {assignment} to fill it instead",
+          file=sys.stderr)
+    return assignment
+
+
+def _canvas(all_grades: list[Grade], out: Path, roster: list[dict], header: list[str], match: str) -> int:
     assignments = sorted({g.assignment for g in all_grades})
     maximum = {a: max(g.maximum for g in all_grades if g.assignment == a) for a in assignments}
     by_id = {(g.student, g.assignment): g for g in all_grades}
@@ -226,7 +259,7 @@ def _canvas(all_grades: list[Grade], out: Path, roster: list[dict], match: str) 
     written = 0
     with open(out, "w", newline="", encoding="utf-8") as f:
         writer = SafeWriter(f)
-        writer.writerow([*CANVAS_COLUMNS, *assignments])
+        writer.writerow([*CANVAS_COLUMNS, *[_canvas_header(a, header) for a in assignments]])
         writer.writerow(["Points Possible", "", "", "", "", *[f"{maximum[a]:g}" for a in assignments]])
         for row in roster:
             cells = []

@@ -138,7 +138,7 @@ def test_export_canvas_fills_the_roster_canvas_exported(corpus, tmp_path):
             w.writerow([f"Student, {student}", str(1000 + i), f"S{i}", student, "Lab A", "4"])
         w.writerow(["Late, Newcomer", "2000", "S999", "newcomer", "Lab B", ""])  # enrolled, nothing submitted
     proc = grader("export", "--format", "canvas", "--roster", str(roster), "--out", str(tmp_path / "canvas.csv"),
-                  course=course)
+                  "--match-column", "SIS Login ID", course=course)
     assert f"not exported: {students[0]} is not in the roster's 'SIS Login ID' column" in proc.stderr
     with open(tmp_path / "canvas.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))

@@ -109,6 +109,32 @@ def test_an_lms_zip_goes_through_collect_autograde_and_export(lms, tmp_path, tra
     assert set(grades) == expected
     # Every kept submission is the correct, later one: 10 of 10 (the replaced ones score 3).
     assert {student: float(row["score"]) for student, row in grades.items()} == dict.fromkeys(expected, 10.0), grades
+    if lms == "canvas":
+        _canvas_round_trip(course, tmp_path)
+
+
+def _canvas_round_trip(course, tmp_path):
+    """Back into Canvas's own roster: matched on the Canvas id (the default), the assignment's own
+    "<title> (<id>)" header kept, and an export that would hold no grade refused."""
+    roster = tmp_path / "canvas_roster.csv"
+    header = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "02 First Layer Maps (4711)"]
+    with open(roster, "w", newline="", encoding="utf-8") as f:
+        f.write("\ufeff")
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerow(["    Points Possible", "", "", "", "", "10"])
+        for name, canvas_id in [("Doe, Jane", "12345"), ("Roe, Bob", "22222"), ("Smith, Ann", "33333")]:
+            w.writerow([name, canvas_id, f"S{canvas_id}", name.split(",")[0].lower(), "Lab A", ""])
+    out = tmp_path / "canvas_grades.csv"
+    proc = grader("export", "--format", "canvas", "--roster", str(roster), "--out", str(out), course=course)
+    assert "wrote 3 grade(s)" in proc.stdout and "will create a new assignment" not in proc.stderr
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == header  # the import fills assignment 4711
+    assert {row[1]: row[5] for row in rows[2:]} == {"12345": "10", "22222": "10", "33333": "10"}
+    refused = grader("export", "--format", "canvas", "--roster", str(roster), "--out", str(out),
+                     "--match-column", "SIS Login ID", course=course, check=False)
+    assert refused.returncode == 2 and "wrote 0 grades" in refused.stderr and "'12345'" in refused.stderr
 
 
 def test_collect_says_what_it_cannot_read(tmp_path):
