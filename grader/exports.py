@@ -81,13 +81,20 @@ class Grade:
         return self.result.get("status", "graded") == "graded"
 
     @property
+    def unanswered(self) -> list[str]:
+        """Written answers left as released: 0 points with no hand grade needed (as nbgrader does)."""
+        return [gid for gid, m in self.result.get("manual", {}).items()
+                if not m.get("answered", True) and gid not in self.manual]
+
+    @property
     def scores(self) -> dict[str, float]:
-        return {**{gid: t["points"] for gid, t in self.result.get("tests", {}).items()}, **self.manual}
+        automatic = {gid: t["points"] for gid, t in self.result.get("tests", {}).items()}
+        return {**automatic, **dict.fromkeys(self.unanswered, 0.0), **self.manual}
 
     @property
     def pending(self) -> list[str]:
-        """Hand-graded cells without a score yet."""
-        return [gid for gid in self.result.get("manual", {}) if gid not in self.manual]
+        """Written answers that wait for a hand grade (an unanswered one does not)."""
+        return [gid for gid in self.result.get("manual", {}) if gid not in self.manual and gid not in self.unanswered]
 
     @property
     def review(self) -> list[str]:
@@ -188,6 +195,9 @@ def gradescope_results(g: Grade) -> dict:
             tests.append({"name": f"{gid} (graded by hand)", "score": g.manual[gid], "max_score": m["max_points"],
                           "status": "passed" if g.manual[gid] >= m["max_points"] else "failed",
                           "output": g.comments.get(gid, ""), "visibility": "after_published"})
+        elif gid in g.unanswered:
+            tests.append({"name": f"{gid} (written answer)", "score": 0.0, "max_score": m["max_points"],
+                          "status": "failed", "output": "not answered", "visibility": "visible"})
     notes = list(g.result.get("problems") or [])
     if g.pending:
         notes.append(f"{len(g.pending)} written answer(s) still to be graded by hand: {', '.join(g.pending)}")

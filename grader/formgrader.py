@@ -64,7 +64,16 @@ def start(course: Course, lab_args: list[str]) -> None:
     print(f"formgrader for {course.root}: in JupyterLab, open Nbgrader > Formgrader (or the page /formgrader), "
           "then Manual Grading; stop with Ctrl+C", flush=True)
     os.chdir(course.root)
+    os.execv(sys.executable, lab_command(course, lab_args))
+
+
+def lab_command(course: Course, lab_args: list[str]) -> list[str]:
+    """The JupyterLab command line of :func:`start`: the course folder as root unless ``lab_args``
+    name another, and ``--allow-root`` (with a note) when run as root, where JupyterLab refuses to start."""
     given_root = any(a.startswith(("--ServerApp.root_dir", "--notebook-dir", "--root-dir")) for a in lab_args)
-    command = [sys.executable, "-m", "jupyterlab", *([] if given_root else [f"--ServerApp.root_dir={course.root}"]),
-               *lab_args]
-    os.execv(sys.executable, command)
+    extra = [] if given_root else [f"--ServerApp.root_dir={course.root}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and not any(a.startswith("--allow-root") for a in lab_args):
+        print("note: running as root, so JupyterLab gets --allow-root (it refuses root otherwise); a normal "
+              "user account is safer for grading by hand", flush=True)
+        extra.append("--allow-root")
+    return [sys.executable, "-m", "jupyterlab", *extra, *lab_args]

@@ -384,6 +384,10 @@ def merge(course: Course, dirs: list[Path] | None = None) -> int:
             for gid, test in result.get("tests", {}).items():
                 grade = gb.find_grade(gid, assignment.notebook, name, student)
                 grade.auto_score = float(test["points"])
+            for gid, written in result.get("manual", {}).items():
+                if not written.get("answered", True):  # left as released: 0, no hand grade needed (as nbgrader)
+                    grade = gb.find_grade(gid, assignment.notebook, name, student)
+                    grade.auto_score, grade.needs_manual_grade = 0.0, False
             gb.db.commit()
             write_autograded(course, assignment, result, hand.get((name, student)))
     return len(results)
@@ -411,8 +415,10 @@ def _summary(result: dict, hand: HandGrades | None) -> str:
         if gid in hand.scores:
             summary += f"| {gid} | graded by hand | {hand.scores[gid]:g} / {m['max_points']:g} | a written answer |\n"
         else:
-            state = "to be graded by hand" if m.get("answered") else "**not answered**"
-            summary += f"| {gid} | {state} | - / {m['max_points']:g} | a written answer, graded by your instructor |\n"
+            if m.get("answered", True):
+                summary += f"| {gid} | to be graded by hand | - / {m['max_points']:g} | a written answer, graded by your instructor |\n"
+            else:
+                summary += f"| {gid} | **not answered** | 0 / {m['max_points']:g} | a written answer left empty |\n"
     comments = {name: text for name, text in hand.comments.items() if text.strip()}
     if comments:
         summary += "\nComments from your instructor:\n" + "\n".join(

@@ -4,8 +4,9 @@ The course directory is the repository: the instructor sources are in ``solution
 assignment folder per notebook, ``solutions/NN_name/NN_name.ipynb``) and the student versions
 are generated into ``notebooks/`` (``make release``, see ``grader/release.py``).
 
-Load it with ``nbgrader <command> --config grader/nbgrader_config.py`` or through
-``grader.release.load_config()``.
+Load it with ``nbgrader <command> --NbGrader.config_file=grader/nbgrader_config.py`` (nbgrader
+0.9.6 has no ``--config``: it would warn that no config was found and go on without this one) or
+through ``grader.release.load_config()``.
 """
 
 import os

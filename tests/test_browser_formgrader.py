@@ -102,8 +102,14 @@ def open_submission(page, lab, student: str):
 def test_written_answers_graded_by_hand_reach_the_export_survive_a_regrade_and_the_feedback(page, lab, course,
                                                                                             tmp_path):
     before = export_rows(course, tmp_path / "before.csv")
-    assert before["ada"]["needs_manual_grading"] == "3" and before["bob"]["needs_manual_grading"] == "3", before
+    assert before["ada"]["needs_manual_grading"] == "3", before
     assert all(before["ada"][gid] == "" for gid in WRITTEN), before["ada"]
+    # bob left his answers as released: 0 each with no hand grade needed, as nbgrader does
+    assert before["bob"]["needs_manual_grading"] == "0" and all(before["bob"][gid] == "0" for gid in WRITTEN), before
+    with _gradebook_of(course) as gb:
+        notebook = gb.find_submission_notebook(NAME, NAME, "bob")
+        bob_cells = {g.name: (g.score, g.needs_manual_grade) for g in notebook.grades}
+    assert all(bob_cells[gid] == (0.0, False) for gid in WRITTEN), bob_cells
     autograded = float(before["ada"]["score"])
 
     frame = open_submission(page, lab, "ada")
@@ -149,5 +155,11 @@ def test_written_answers_graded_by_hand_reach_the_export_survive_a_regrade_and_t
         assert comment in page_text, f"the comment on {gid} is not in ada's feedback"
     assert f"Graded by hand: {sum(s for s, _ in HAND.values())} / 6 points" in page_text
     bob = (course / "feedback" / "bob" / NAME / f"{NAME}.html").read_text()
-    assert "not answered" in bob and "Comments from your instructor" not in bob
+    assert "not answered" in bob and "0 / 2" in bob and "Comments from your instructor" not in bob
     assert len(read_cells(course / "autograded" / "ada" / NAME / f"{NAME}.ipynb")) > 1
+
+
+def _gradebook_of(course):
+    from grader.instructor import Course, _gradebook
+
+    return _gradebook(Course(course, ROOT / "solutions"))

@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 `check` ran and an exercise fails, 2 bad argument or input
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -154,3 +155,35 @@ def test_help_imports_no_tensorflow():
                 if line.startswith("import time:")}
     assert "argparse" in imported
     assert not imported & {"tensorflow", "keras", "numpy", "matplotlib", "nbgrader"}, imported
+
+
+def test_formgrader_as_root_passes_allow_root_and_says_so(tmp_path, capsys, monkeypatch):
+    from grader.formgrader import lab_command
+    from grader.instructor import Course
+
+    course = Course(tmp_path, ROOT / "solutions")
+    for uid, wanted in ((0, True), (1000, False)):
+        monkeypatch.setattr("os.geteuid", lambda uid=uid: uid)
+        command = lab_command(course, ["--no-browser"])
+        assert ("--allow-root" in command) is wanted, (uid, command)
+        assert command[-1] == "--no-browser" and f"--ServerApp.root_dir={tmp_path}" in command
+        note = capsys.readouterr().out
+        assert ("running as root, so JupyterLab gets --allow-root" in note) is wanted, note
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert lab_command(course, ["--allow-root"]).count("--allow-root") == 1
+
+
+def test_the_documented_nbgrader_config_option_loads_the_course_config(tmp_path):
+    """grader/nbgrader_config.py's docstring names --NbGrader.config_file=; nbgrader 0.9.6 has no
+    --config (it warns that no config was found and goes on without one)."""
+    config = tmp_path / "mine.py"
+    database = tmp_path / "from_config.db"
+    config.write_text(f"c = get_config()\nload_subconfig({str(ROOT / 'grader' / 'nbgrader_config.py')!r})\n"
+                      f"c.CourseDirectory.db_url = 'sqlite:///{database}'\n")
+    assert "--NbGrader.config_file=" in (ROOT / "grader" / "nbgrader_config.py").read_text()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for option, loads in (([f"--NbGrader.config_file={config}"], True), (["--config", str(config)], False)):
+        database.unlink(missing_ok=True)
+        subprocess.run([sys.executable, "-m", "nbgrader", "db", "assignment", "list", *option], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+        assert database.exists() is loads, option
