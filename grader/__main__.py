@@ -189,6 +189,10 @@ def _main(argv: list[str] | None = None) -> int:
                    help="canvas: the roster column holding the grader's student ids (default: %(default)s, the Canvas "
                         "user id that Canvas puts in submission file names; SIS Login ID for logins)")
 
+    p = sub.add_parser("gradescope-bundle", help="write the Gradescope autograder zip of an assignment")
+    p.add_argument("assignment")
+    p.add_argument("--out", type=Path, help="default: <assignment>-gradescope.zip")
+
     p = sub.add_parser("formgrader", help="grade written answers by hand: JupyterLab in the course folder, formgrader set up",
                        description="Writes <course-dir>/nbgrader_config.py and starts JupyterLab there; open Nbgrader > "
                        "Formgrader > Manual Grading. The scores and comments go into gradebook.db, where export and "
@@ -242,6 +246,16 @@ def _main(argv: list[str] | None = None) -> int:
         progress("writing one HTML page per autograded notebook")
         written = feedback(course, args.assignment or None)
         print(f"wrote {len(written)} feedback file(s) under {course.root / 'feedback'}")
+    elif args.command == "gradescope-bundle":
+        from course._paths import checkout_root
+        from grader.gradescope import bundle
+
+        if checkout_root() is None:
+            raise GraderError("gradescope-bundle packs a course checkout (course/, grader/, models/), and this "
+                              "package is installed without one: run it from the repository's .venv")
+        out = args.out or Path(f"{args.assignment}-gradescope.zip")
+        names = bundle(checkout_root(), course.source, args.assignment, out)
+        print(f"wrote {out} ({len(names)} files): upload it in Gradescope's Configure Autograder > Zip file upload")
     elif args.command == "export":
         out = args.out or Path({"csv": "grades.csv", "gradescope": "gradescope", "canvas": "canvas_grades.csv"}[args.format])
         if args.format == "gradescope":

@@ -202,7 +202,10 @@ def gradescope_results(g: Grade) -> dict:
     if g.pending:
         notes.append(f"{len(g.pending)} written answer(s) still to be graded by hand: {', '.join(g.pending)}")
     notes += [f"needs review by your instructor: {why}" for why in g.review]
-    return {"score": g.total, "output": "\n".join(notes), "visibility": "visible", "tests": tests}
+    for number, test in enumerate(tests, 1):
+        test["number"] = str(number)
+    return {"score": g.total, "execution_time": float(g.result.get("seconds", 0)), "output": "\n".join(notes),
+            "output_format": "text", "stdout_visibility": "hidden", "visibility": "visible", "tests": tests}
 
 
 def _gradescope(all_grades: list[Grade], out: Path) -> int:
