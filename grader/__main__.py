@@ -1,5 +1,6 @@
 """``python -m grader``: release, collect, autograde (parallel, sharded), merge, feedback,
-export and formgrader (hand grading) for instructors; ``check`` for self-study learners. See grader/README.md.
+export, gradescope-bundle and formgrader (hand grading) for instructors; ``check`` for self-study learners.
+See grader/README.md.
 
 Exit codes: 0 done; 1 ``check`` ran and an exercise fails; 2 a bad argument or input (nothing
 was done; the message says what to give instead); 3 the grader could not run or some

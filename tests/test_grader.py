@@ -263,7 +263,7 @@ def test_self_check_cli_exit_codes_and_report(corpus, tmp_path):
 def test_help_lists_every_command():
     out = grader("--help").stdout
     # each command opens its own line of the COMMAND list (the description names them too: not enough)
-    listed = re.findall(r"^    (\w+) {2,}\S", out, flags=re.M)
+    listed = re.findall(r"^    ([\w-]+) {2,}\S", out, flags=re.M)
     assert listed == ["release", "collect", "autograde", "merge", "feedback", "export", "gradescope-bundle",
                       "formgrader", "check"], out
     assert "--shard" in grader("autograde", "--help").stdout
